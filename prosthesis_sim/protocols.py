@@ -1,0 +1,81 @@
+"""The four pluggable stages of the loop, as small structural protocols.
+
+Plug-ins in ``encoders/`` and ``decoders/`` (and phosphene adapters) satisfy these by shape, not by
+inheritance; ``configs/`` wires them in with Hydra ``_target_``. Conventions shared by every stage:
+
+- images are ``uint8`` RGB arrays of shape (H, W, 3) (frames from OpenCV are converted at the source);
+- brain signals are ``float32`` arrays (n, n_channels, n_times) in the dataset's own units: every
+  model keeps its own normalisation inside, so stages can be swapped freely;
+- grey images (decoder output, percepts) are ``float32`` (H, W) in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class Features:
+    """Image features: a token sequence for cross-attention and a pooled vector.
+
+    tokens: (n, n_tokens, dim) float32. pooled: (n, pooled_dim) float32.
+    """
+
+    tokens: np.ndarray
+    pooled: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    def __getitem__(self, idx) -> "Features":
+        return Features(self.tokens[idx], self.pooled[idx])
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """Image -> Features. ``cache_id`` names the extractor and its settings (used as a cache key)."""
+
+    cache_id: str
+
+    def __call__(self, images: Sequence[np.ndarray]) -> Features: ...
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """An iterable of RGB uint8 frames; ``fps`` is the native rate (None when unknown)."""
+
+    fps: float | None
+
+    def __iter__(self) -> Iterator[np.ndarray]: ...
+
+
+@runtime_checkable
+class ImageToBrainEncoder(Protocol):
+    """Fits on a BrainDataset; generates signals (n, n_channels, n_times) for a batch of images."""
+
+    def fit(self, data) -> None: ...
+
+    def generate(self, images: Sequence[np.ndarray], seed: int | None = None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class BrainDecoder(Protocol):
+    """Fits on measured signals of a BrainDataset; decodes signals to grey images in [0, 1]."""
+
+    def fit(self, data) -> None: ...
+
+    def decode(self, signals: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class PhospheneModel(Protocol):
+    """Grey image in [0, 1] -> percept (h, w) in [0, 1], cropped to the implant's visual field.
+
+    ``build()`` does all one-off work (model build, axon maps); calling the model must be cheap.
+    """
+
+    def build(self) -> "PhospheneModel": ...
+
+    def __call__(self, image: np.ndarray) -> np.ndarray: ...
