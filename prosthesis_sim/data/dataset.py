@@ -90,11 +90,17 @@ class Normalizer:
         return cls(np.asarray(state[prefix + "mean"]), np.asarray(state[prefix + "std"]))
 
 
-def make_info(ch_names: list[str], sfreq: float, ch_type: str = "eeg", montage: str | None = "standard_1005") -> mne.Info:
+def standard_montage_name() -> str:
+    """MNE's 10-05 template: 'standard_1005', renamed 'colin27_1005' in MNE 1.13 (same positions)."""
+    return "colin27_1005" if "colin27_1005" in mne.channels.get_builtin_montages() else "standard_1005"
+
+
+def make_info(ch_names: list[str], sfreq: float, ch_type: str = "eeg", montage: str | None = "auto") -> mne.Info:
     """An mne.Info with a montage set (EEG) so topomaps and channel positions come from MNE."""
     info = mne.create_info(list(ch_names), sfreq=sfreq, ch_types=ch_type)
     if montage is not None and ch_type == "eeg":
-        info.set_montage(mne.channels.make_standard_montage(montage), on_missing="raise")
+        name = standard_montage_name() if montage == "auto" else montage
+        info.set_montage(mne.channels.make_standard_montage(name), on_missing="raise")
     return info
 
 

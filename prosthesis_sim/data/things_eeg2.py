@@ -1,0 +1,175 @@
+"""THINGS-EEG2 loader (NICE / Song et al. preprocessed format; real or synthetic files alike).
+
+See ../shared/data-formats.md for the layout. Every format problem is reported with the file and the
+field it concerns, because a researcher pointing this at a 4 GB download needs to know which file is off.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import BrainDataset, make_info
+
+log = logging.getLogger(__name__)
+
+KEYS = ("preprocessed_eeg_data", "ch_names", "times")
+TRAIN_FILE = "preprocessed_eeg_training.npy"
+TEST_FILE = "preprocessed_eeg_test.npy"
+GIFFORD_N_CHANNELS = 17
+
+
+class DataFormatError(ValueError):
+    """A data file exists but does not hold what the format promises."""
+
+
+def subject_dir_name(subject: int | str) -> str:
+    if isinstance(subject, str) and subject.startswith("sub-"):
+        return subject
+    try:
+        return f"sub-{int(subject):02d}"
+    except ValueError:
+        raise ValueError(f"subject must be a number such as 1 or a folder name such as 'sub-01', got {subject!r}") from None
+
+
+def read_pickled_dict(path: Path) -> dict:
+    """Load a NICE-style '.npy' that is really a pickled dict (raw pickle or 0-d object array)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"missing data file {path}")
+    try:
+        obj = np.load(path, allow_pickle=True)
+    except Exception as err:  # pickle and numpy raise many types here
+        raise DataFormatError(f"{path}: cannot be read as a pickled dict or .npy file ({err})") from err
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+        obj = obj.item()
+    if not isinstance(obj, dict):
+        raise DataFormatError(f"{path}: expected a pickled dict with keys {KEYS}, found {type(obj).__name__}")
+    missing = [k for k in KEYS if k not in obj]
+    if missing:
+        raise DataFormatError(f"{path}: missing field(s) {missing}; found {sorted(obj)}")
+    return obj
+
+
+def _check_signals(path: Path, data, n_channels: int | None) -> np.ndarray:
+    data = np.asarray(data)
+    if data.ndim != 4:
+        raise DataFormatError(
+            f"{path}: field 'preprocessed_eeg_data' must be 4-D (images, repetitions, channels, times), "
+            f"got shape {data.shape}"
+        )
+    if n_channels is not None and data.shape[2] != n_channels:
+        raise DataFormatError(
+            f"{path}: 'preprocessed_eeg_data' has {data.shape[2]} channels but 'ch_names' lists {n_channels}"
+        )
+    data = data.astype(np.float32, copy=False)
+    for i in range(0, len(data), 256):  # chunked: the real training array is 4 GB
+        if not np.isfinite(data[i : i + 256]).all():
+            bad = np.argwhere(~np.isfinite(data[i : i + 256]))[0]
+            bad[0] += i
+            raise DataFormatError(f"{path}: 'preprocessed_eeg_data' holds NaN/Inf, first at index {tuple(int(b) for b in bad)}")
+    return data
+
+
+def _align_times(path: Path, times, n_times: int) -> np.ndarray:
+    times = np.asarray(times, dtype=np.float64).ravel()
+    if len(times) == n_times:
+        return times
+    if len(times) > n_times:
+        # Known quirk: the epoch was cropped (e.g. -0.2..1.0 s -> 0..1.0 s) in the data only.
+        aligned = times[-n_times:]
+        log.warning(
+            "%s: 'times' has %d values but the data has %d samples; the crop was applied to the data only, "
+            "so using the last %d values (%.3f..%.3f s)",
+            path, len(times), n_times, n_times, aligned[0], aligned[-1],
+        )
+        return aligned
+    raise DataFormatError(f"{path}: 'times' has {len(times)} values but the data has {n_times} samples")
+
+
+def _image_lists(image_root: Path, split: str, n_images: int) -> tuple[list[Path], list[str]]:
+    """Image paths in row order: from image_metadata.npy when present, else sorted concept folders."""
+    folder = image_root / f"{split}_images"
+    meta_path = image_root / "image_metadata.npy"
+    if meta_path.is_file():
+        meta = np.load(meta_path, allow_pickle=True)
+        meta = meta.item() if isinstance(meta, np.ndarray) and meta.shape == () else meta
+        key = "train" if split == "training" else split
+        key_c, key_f = f"{key}_img_concepts", f"{key}_img_files"
+        if key_c not in meta or key_f not in meta:
+            raise DataFormatError(f"{meta_path}: missing field(s) {key_c!r} / {key_f!r}")
+        concepts, files = list(meta[key_c]), list(meta[key_f])
+        paths = [folder / c / f for c, f in zip(concepts, files)]
+    else:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"missing image folder {folder}")
+        paths = sorted(p for p in folder.glob("*/*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        concepts = [p.parent.name for p in paths]
+    if len(paths) != n_images:
+        raise DataFormatError(
+            f"{folder}: {len(paths)} images listed but the {split} EEG array has {n_images} rows"
+        )
+    missing = [p for p in paths[:: max(1, len(paths) // 50)] if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing image file {missing[0]} (listed for the {split} split)")
+    return paths, [c.split("_", 1)[1] if c[:5].isdigit() else c for c in concepts]
+
+
+def load_things_eeg2(
+    root: str | Path,
+    image_root: str | Path | None = None,
+    subject: int | str = 1,
+    average_train: bool = True,
+    average_test: bool = True,
+    cache_dir: str | Path | None = None,
+) -> BrainDataset:
+    """Read one subject of THINGS-EEG2 (NICE format) into a BrainDataset.
+
+    average_train / average_test: average over repetitions (NICE practice). The unaveraged test trials
+    are kept on ``test_raw`` for the split-half noise ceiling either way. ``cache_dir`` is where feature
+    caches for this dataset go (default: ``<root>/.cache``).
+    """
+    root = Path(root)
+    image_root = Path(image_root) if image_root is not None else root / "images"
+    sub = subject_dir_name(subject)
+    train_path, test_path = root / sub / TRAIN_FILE, root / sub / TEST_FILE
+    if not (root / sub).is_dir():
+        raise FileNotFoundError(f"missing subject folder {root / sub} (dataset.root={root}, dataset.subject={subject})")
+    tr, te = read_pickled_dict(train_path), read_pickled_dict(test_path)
+
+    ch_names = [str(c) for c in tr["ch_names"]]
+    train = _check_signals(train_path, tr["preprocessed_eeg_data"], len(ch_names))
+    test = _check_signals(test_path, te["preprocessed_eeg_data"], len(te["ch_names"]))
+    if [str(c) for c in te["ch_names"]] != ch_names:
+        raise DataFormatError(f"{test_path}: 'ch_names' differ from those in {train_path}")
+    if train.shape[3] != test.shape[3]:
+        raise DataFormatError(f"{test_path}: {test.shape[3]} time samples, but {train_path} has {train.shape[3]}")
+    times = _align_times(train_path, tr["times"], train.shape[3])
+    sfreq = float(np.round(1.0 / np.median(np.diff(times)), 6))
+
+    if len(ch_names) == GIFFORD_N_CHANNELS:
+        description = f"THINGS-EEG2 Gifford et al. 2022 release ({len(ch_names)} occipito-parietal channels, {sfreq:g} Hz)"
+    else:
+        description = f"THINGS-EEG2 NICE format ({len(ch_names)} channels, {sfreq:g} Hz)"
+    log.info("%s: found %s, train %s, test %s", root / sub, description, train.shape, test.shape)
+    try:
+        info = make_info(ch_names, sfreq)
+    except ValueError as err:
+        raise DataFormatError(f"{train_path}: 'ch_names' do not all have standard_1005 positions ({err})") from err
+
+    train_images, train_concepts = _image_lists(image_root, "training", len(train))
+    test_images, test_concepts = _image_lists(image_root, "test", len(test))
+    return BrainDataset(
+        info=info,
+        times=times,
+        train=train.mean(axis=1, keepdims=True) if average_train else train,
+        test=test.mean(axis=1, keepdims=True) if average_test else test,
+        train_images=train_images,
+        test_images=test_images,
+        train_concepts=train_concepts,
+        test_concepts=test_concepts,
+        subject=sub,
+        description=description,
+        cache_dir=Path(cache_dir) if cache_dir is not None else root / ".cache",
+        test_raw=test,
+    )

@@ -1,0 +1,178 @@
+"""THINGS-EEG2 loader: round trips of tiny files in the exact on-disk format, and every error case."""
+import logging
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+
+from prosthesis_sim.data.dataset import Normalizer
+from prosthesis_sim.data.things_eeg2 import DataFormatError, load_things_eeg2
+
+CH63 = ("Fp1 Fp2 AF7 AF3 AFz AF4 AF8 F7 F5 F3 F1 F2 F4 F6 F8 FT9 FT7 FC5 FC3 FC1 FCz FC2 FC4 FC6 FT8 FT10 T7 C5 "
+        "C3 C1 Cz C2 C4 C6 T8 TP9 TP7 CP5 CP3 CP1 CPz CP2 CP4 CP6 TP8 TP10 P7 P5 P3 P1 Pz P2 P4 P6 P8 PO7 PO3 POz "
+        "PO4 PO8 O1 Oz O2").split()
+GIFFORD17 = "O1 Oz O2 PO7 PO3 POz PO4 PO8 P7 P5 P3 P1 Pz P2 P4 P6 P8".split()
+
+
+def write_dataset(root, n_train=(3, 2), n_test=4, reps=(4, 6), ch=CH63, n_t=20, sfreq=250.0, times=None,
+                  as_object_array=False, metadata=True, seed=0):
+    """A tiny THINGS-EEG2 folder: n_train = (concepts, images per concept)."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(n_t) / sfreq if times is None else times
+    train = rng.standard_normal((n_train[0] * n_train[1], reps[0], len(ch), n_t)).astype(np.float32)
+    test = rng.standard_normal((n_test, reps[1], len(ch), n_t)).astype(np.float32)
+    sub = root / "sub-01"
+    sub.mkdir(parents=True)
+    for name, arr in (("training", train), ("test", test)):
+        d = {"preprocessed_eeg_data": arr, "ch_names": list(ch), "times": times}
+        path = sub / f"preprocessed_eeg_{name}.npy"
+        if as_object_array:
+            np.save(path, d, allow_pickle=True)
+        else:
+            with open(path, "wb") as f:
+                pickle.dump(d, f, protocol=4)
+    meta = {"train_img_concepts": [], "train_img_files": [], "test_img_concepts": [], "test_img_files": []}
+    img = np.zeros((8, 8, 3), np.uint8)
+    for split, n_c, per in (("training", n_train[0], n_train[1]), ("test", n_test, 1)):
+        key = "train" if split == "training" else "test"
+        for c in range(n_c):
+            concept = f"{c + 1:05d}_thing{c}_{split}"
+            (root / "images" / f"{split}_images" / concept).mkdir(parents=True)
+            for i in range(per):
+                fname = f"thing{c}_{split}_{i + 1:02d}{'b' if key == 'train' else 's'}.jpg"
+                cv2.imwrite(str(root / "images" / f"{split}_images" / concept / fname), img + c * 20 + i)
+                meta[f"{key}_img_concepts"].append(concept)
+                meta[f"{key}_img_files"].append(fname)
+    if metadata:
+        np.save(root / "images" / "image_metadata.npy", meta, allow_pickle=True)
+    return train, test
+
+
+@pytest.mark.parametrize("as_object_array", [False, True])
+@pytest.mark.parametrize("metadata", [True, False])
+def test_round_trip(tmp_path, as_object_array, metadata):
+    train, test = write_dataset(tmp_path, as_object_array=as_object_array, metadata=metadata)
+    data = load_things_eeg2(tmp_path, subject=1, average_train=False, average_test=True)
+    np.testing.assert_array_equal(data.train, train)
+    np.testing.assert_allclose(data.test[:, 0], test.mean(1), rtol=1e-6)
+    np.testing.assert_array_equal(data.test_repetitions(), test)
+    assert data.ch_names == CH63 and data.sfreq == 250.0
+    assert data.info.get_montage() is not None and len(data.info.get_montage().ch_names) == 63
+    assert len(data.train_images) == 6 and all(p.is_file() for p in data.train_images + data.test_images)
+    assert data.train_concepts[:3] == ["thing0_training"] * 2 + ["thing1_training"]
+    assert data.test_images[2].parent.name == "00003_thing2_test"
+    assert data.subject == "sub-01" and "NICE" in data.description
+
+
+def test_averaging_keeps_a_repetition_axis(tmp_path):
+    train, _ = write_dataset(tmp_path)
+    data = load_things_eeg2(tmp_path, subject="sub-01")
+    assert data.train.shape == (6, 1, 63, 20)
+    np.testing.assert_allclose(data.train_average(), train.mean(1), rtol=1e-5)
+
+
+def test_times_quirk_is_aligned_and_reported(tmp_path, caplog):
+    times = np.arange(-5, 20) / 250.0  # 25 values for 20 samples, as a crop applied to the data only
+    write_dataset(tmp_path, times=times)
+    with caplog.at_level(logging.WARNING):
+        data = load_things_eeg2(tmp_path)
+    assert len(data.times) == 20 and data.times[0] == 0.0
+    assert "crop was applied to the data only" in caplog.text
+
+
+def test_gifford_release_recognised(tmp_path):
+    write_dataset(tmp_path, ch=GIFFORD17, n_t=10, sfreq=100.0, times=np.arange(10) / 100.0 - 0.2)
+    data = load_things_eeg2(tmp_path)
+    assert "Gifford" in data.description and data.sfreq == 100.0 and len(data.ch_names) == 17
+
+
+def test_normaliser_uses_train_statistics(tmp_path):
+    write_dataset(tmp_path)
+    data = load_things_eeg2(tmp_path, average_train=False)
+    z = Normalizer.fit(data.train)(data.train)
+    np.testing.assert_allclose(z.transpose(2, 0, 1, 3).reshape(63, -1).mean(1), 0, atol=1e-5)
+    np.testing.assert_allclose(z.transpose(2, 0, 1, 3).reshape(63, -1).std(1), 1, atol=1e-4)
+
+
+def _rewrite(path, **changes):
+    d = np.load(path, allow_pickle=True)
+    d.update(changes)
+    with open(path, "wb") as f:
+        pickle.dump(d, f, protocol=4)
+
+
+def test_missing_subject_names_folder(tmp_path):
+    write_dataset(tmp_path)
+    with pytest.raises(FileNotFoundError, match="sub-02"):
+        load_things_eeg2(tmp_path, subject=2)
+
+
+def test_missing_file_named(tmp_path):
+    write_dataset(tmp_path)
+    (tmp_path / "sub-01" / "preprocessed_eeg_test.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="preprocessed_eeg_test.npy"):
+        load_things_eeg2(tmp_path)
+
+
+def test_missing_key_named(tmp_path):
+    write_dataset(tmp_path)
+    path = tmp_path / "sub-01" / "preprocessed_eeg_training.npy"
+    d = np.load(path, allow_pickle=True)
+    del d["times"]
+    with open(path, "wb") as f:
+        pickle.dump(d, f, protocol=4)
+    with pytest.raises(DataFormatError, match=r"preprocessed_eeg_training.npy.*'times'"):
+        load_things_eeg2(tmp_path)
+
+
+def test_wrong_shape_named(tmp_path):
+    write_dataset(tmp_path)
+    path = tmp_path / "sub-01" / "preprocessed_eeg_test.npy"
+    _rewrite(path, preprocessed_eeg_data=np.zeros((4, 63, 20), np.float32))
+    with pytest.raises(DataFormatError, match=r"preprocessed_eeg_test.npy.*4-D"):
+        load_things_eeg2(tmp_path)
+
+
+def test_channel_count_mismatch(tmp_path):
+    write_dataset(tmp_path)
+    _rewrite(tmp_path / "sub-01" / "preprocessed_eeg_training.npy", ch_names=CH63[:-1])
+    with pytest.raises(DataFormatError, match="62"):
+        load_things_eeg2(tmp_path)
+
+
+def test_channel_names_differ_between_files(tmp_path):
+    write_dataset(tmp_path)
+    swapped = CH63[1:2] + CH63[:1] + CH63[2:]
+    _rewrite(tmp_path / "sub-01" / "preprocessed_eeg_test.npy", ch_names=swapped)
+    with pytest.raises(DataFormatError, match="ch_names"):
+        load_things_eeg2(tmp_path)
+
+
+def test_unknown_channel_name(tmp_path):
+    write_dataset(tmp_path, ch=CH63[:-1] + ["XYZ"])
+    with pytest.raises(DataFormatError, match="standard_1005"):
+        load_things_eeg2(tmp_path)
+
+
+def test_nan_reported_with_index(tmp_path):
+    train, _ = write_dataset(tmp_path)
+    train[2, 1, 5, 7] = np.nan
+    _rewrite(tmp_path / "sub-01" / "preprocessed_eeg_training.npy", preprocessed_eeg_data=train)
+    with pytest.raises(DataFormatError, match=r"NaN/Inf.*\(2, 1, 5, 7\)"):
+        load_things_eeg2(tmp_path)
+
+
+def test_image_count_mismatch(tmp_path):
+    write_dataset(tmp_path, metadata=False)
+    img = next((tmp_path / "images" / "test_images").glob("*/*.jpg"))
+    img.unlink()
+    with pytest.raises(DataFormatError, match="test_images.*3 images.*4 rows"):
+        load_things_eeg2(tmp_path)
+
+
+def test_not_a_dict(tmp_path):
+    write_dataset(tmp_path)
+    np.save(tmp_path / "sub-01" / "preprocessed_eeg_training.npy", np.zeros(3))
+    with pytest.raises(DataFormatError, match="expected a pickled dict"):
+        load_things_eeg2(tmp_path)
