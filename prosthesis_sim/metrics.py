@@ -1,0 +1,82 @@
+"""Signal metrics: MSE, Pearson r, identification and the split-half noise ceiling.
+
+Definitions (the paper leaves them open; these are ours and the README repeats them):
+- All signal metrics are computed on z-scored signals: each channel minus its training mean, divided
+  by its training standard deviation (``Normalizer`` fitted on the training split).
+- ``mse``: mean over test images, channels and time points of (generated - measured average)^2.
+- ``pcc``: per test image, Pearson r between the generated and the measured average signal, both
+  flattened over channels x time; then the mean over images.
+- ``pcc_channel``: per image and channel, Pearson r between time courses; mean over both.
+- ``top1`` / ``top5``: R[i, j] = flattened Pearson r between generated signal i and measured average j.
+  Image i counts as identified at k when fewer than k images j have R[i, j] > R[i, i]. Chance = k / N.
+- ``split_half_r``: test repetitions split at random into two halves; per image, flattened Pearson r
+  between the two half-averages; mean over images and over ``n_splits`` random splits.
+  ``noise_ceiling`` = sqrt(2 r / (1 + r)): Spearman-Brown gives the reliability of the full average,
+  and its square root is the Pearson r a perfect, noise-free model can expect against the measured
+  average. ``pcc / noise_ceiling`` is the fraction of the attainable correlation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _flat_z(x: np.ndarray) -> np.ndarray:
+    """Rows of x (n, ...) flattened, centred and scaled to unit norm (so a dot product is Pearson r)."""
+    x = x.reshape(len(x), -1).astype(np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def correlation_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """R[i, j] = Pearson r between flattened a[i] and b[j]."""
+    return _flat_z(a) @ _flat_z(b).T
+
+
+def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between a[i] and b[i] (flattened), for every i."""
+    return np.sum(_flat_z(a) * _flat_z(b), axis=1)
+
+
+def identification(generated: np.ndarray, measured: np.ndarray, ks=(1, 5)) -> dict[str, float]:
+    r = correlation_matrix(generated, measured)
+    rank = (r > np.diag(r)[:, None]).sum(axis=1)
+    return {f"top{k}": float(np.mean(rank < k)) for k in ks}
+
+
+def split_half_reliability(trials: np.ndarray, n_splits: int = 20, seed: int = 0) -> dict[str, float]:
+    """trials: (n_images, n_repetitions, n_channels, n_times), z-scored."""
+    n_rep = trials.shape[1]
+    if n_rep < 2:
+        raise ValueError(f"the split-half noise ceiling needs >= 2 test repetitions, got {n_rep}")
+    rng = np.random.default_rng(seed)
+    rs = []
+    for _ in range(n_splits):
+        perm = rng.permutation(n_rep)
+        a = trials[:, perm[: n_rep // 2]].mean(axis=1)
+        b = trials[:, perm[n_rep // 2 :]].mean(axis=1)
+        rs.append(pearson_rows(a, b).mean())
+    r = float(np.mean(rs))
+    reliability = 2 * r / (1 + r) if r > -1 else float("nan")
+    return {
+        "split_half_r": r,
+        "reliability": reliability,
+        "noise_ceiling": float(np.sqrt(max(reliability, 0.0))),
+        "n_repetitions": int(n_rep),
+    }
+
+
+def signal_metrics(generated: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """generated, measured: (n_images, n_channels, n_times), z-scored. See the module docstring."""
+    if generated.shape != measured.shape:
+        raise ValueError(f"generated signals have shape {generated.shape}, measured {measured.shape}")
+    ch = pearson_rows(
+        generated.reshape(-1, generated.shape[-1]), measured.reshape(-1, measured.shape[-1])
+    )
+    out = {
+        "mse": float(np.mean((generated - measured) ** 2)),
+        "pcc": float(pearson_rows(generated, measured).mean()),
+        "pcc_channel": float(ch.mean()),
+    }
+    out.update(identification(generated, measured))
+    return out
