@@ -1,0 +1,196 @@
+"""Conditional diffusion image-to-brain encoder: one training and sampling path for any denoiser.
+
+The denoiser (``encoders.dit.DiT`` or ``encoders.unet.UNetDenoiser``) predicts the noise added to a
+z-scored signal, given the step and the image features. Training: DDPM forward process from
+diffusers' ``DDPMScheduler``, epsilon-prediction MSE, AdamW, cosine schedule with warm-up, EMA weights,
+optional condition dropout (for classifier-free guidance). Sampling: any diffusers scheduler made from
+the training scheduler's config (DDIM by default), seeded. fp16 autocast on CUDA, float32 on CPU.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from prosthesis_sim.data.dataset import Normalizer
+from prosthesis_sim.features.cache import cached_features, features_for_images
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class DiffusionEncoder:
+    """Image -> M/EEG by conditional diffusion. ``denoiser`` is a partial taking the data's shapes."""
+
+    def __init__(
+        self,
+        denoiser: Callable[..., torch.nn.Module],
+        features,
+        inputs: str = "tokens",
+        train: dict | None = None,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
+        sampler: str = "ddim",
+        sampling_steps: int = 25,
+        guidance_scale: float = 1.0,
+        n_samples: int = 1,
+        sample_batch_size: int = 64,
+        seed: int = 0,
+        device: str = "auto",
+        fp16: bool = True,
+    ):
+        if sampler not in SAMPLERS:
+            raise ValueError(f"encoder.sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        if inputs not in ("tokens", "pooled"):
+            raise ValueError(f"encoder.inputs must be 'tokens' or 'pooled', got {inputs!r}")
+        self.make_denoiser, self.features, self.inputs = denoiser, features, inputs
+        self.train_cfg = {"epochs": 50, "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-5, "warmup_steps": 100,
+                          "ema_decay": 0.995, "cond_dropout": 0.1, "grad_clip": 1.0, **dict(train or {})}
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=False
+        )
+        self.sampler, self.sampling_steps, self.guidance_scale = sampler, sampling_steps, guidance_scale
+        self.n_samples, self.sample_batch_size, self.seed = n_samples, sample_batch_size, seed
+        self.device = pick_device(device)
+        self.amp = fp16 and self.device.type == "cuda"
+        self.model: torch.nn.Module | None = None
+        self.history: list[float] = []
+
+    # -- conditioning -------------------------------------------------------------------------------
+    def _cond(self, feats) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardise features with training statistics; 'pooled' makes the pooled vector the only token."""
+        pooled = (feats.pooled - self.pooled_mean) / self.pooled_std
+        tokens = pooled[:, None] if self.inputs == "pooled" else (feats.tokens - self.token_mean) / self.token_std
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=self.device)
+        return as_t(tokens), as_t(pooled)
+
+    def _build(self, n_channels: int, n_times: int, n_tokens: int, token_dim: int, pooled_dim: int) -> None:
+        self.dims = {"n_channels": n_channels, "n_times": n_times, "n_tokens": n_tokens,
+                     "token_dim": token_dim, "pooled_dim": pooled_dim}
+        self.model = self.make_denoiser(**self.dims).to(self.device)
+
+    # -- training -----------------------------------------------------------------------------------
+    def fit(self, data) -> None:
+        cfg = self.train_cfg
+        torch.manual_seed(self.seed)
+        feats = cached_features(self.features, data.train_images, data.cache_dir)
+        # Cached features are memory-mapped; only what the conditioning uses is read into memory.
+        tokens = np.asarray(feats.tokens) if self.inputs == "tokens" else np.zeros((len(feats), 1, 1), np.float32)
+        feats = type(feats)(tokens, np.asarray(feats.pooled))
+        self.token_mean, self.token_std = feats.tokens.mean((0, 1)), feats.tokens.std((0, 1)) + 1e-6
+        self.pooled_mean, self.pooled_std = feats.pooled.mean(0), feats.pooled.std(0) + 1e-6
+        self.norm = Normalizer.fit(data.train)
+        n_img, n_rep, n_ch, n_t = data.train.shape
+        y = torch.as_tensor(self.norm(data.train).reshape(n_img * n_rep, n_ch, n_t), device=self.device)
+        tokens, pooled = self._cond(feats)
+        img_index = torch.arange(n_img, device=self.device).repeat_interleave(n_rep)
+        self._build(n_ch, n_t, tokens.shape[1], tokens.shape[2], pooled.shape[-1])
+        model = self.model.train()
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema_decay"]))
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        steps_per_epoch = math.ceil(len(y) / cfg["batch_size"])
+        total = cfg["epochs"] * steps_per_epoch
+        sched = get_cosine_schedule_with_warmup(opt, min(cfg["warmup_steps"], total // 10), total)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        T = self.noise_scheduler.config.num_train_timesteps
+        bar = tqdm(total=total, desc=f"train {type(model).__name__}", unit="step", leave=False)
+        self.history = []
+        for _ in range(cfg["epochs"]):
+            order = torch.randperm(len(y), generator=gen).to(self.device)
+            for start in range(0, len(y), cfg["batch_size"]):
+                idx = order[start : start + cfg["batch_size"]]
+                x0, img = y[idx], img_index[idx]
+                noise = torch.randn(x0.shape, generator=gen).to(self.device)
+                t = torch.randint(0, T, (len(idx),), generator=gen).to(self.device)
+                xt = self.noise_scheduler.add_noise(x0, noise, t)
+                tok, pool = tokens[img], pooled[img]
+                drop = (torch.rand(len(idx), generator=gen) < cfg["cond_dropout"]).to(self.device)
+                tok = torch.where(drop[:, None, None], torch.zeros_like(tok), tok)
+                pool = torch.where(drop[:, None], torch.zeros_like(pool), pool)
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                    loss = torch.nn.functional.mse_loss(model(xt, t, tok, pool).float(), noise)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                ema.update_parameters(model)
+                self.history.append(float(loss))
+                bar.update()
+                bar.set_postfix(loss=f"{np.mean(self.history[-50:]):.4f}")
+        bar.close()
+        self.model.load_state_dict(ema.module.state_dict())
+        self.model.eval()
+
+    # -- sampling -----------------------------------------------------------------------------------
+    def make_sampler(self):
+        sampler = SAMPLERS[self.sampler].from_config(self.noise_scheduler.config)
+        sampler.set_timesteps(self.sampling_steps, device=self.device)
+        return sampler
+
+    @torch.inference_mode()
+    def generate_from_features(self, feats, seed: int | None = None) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("DiffusionEncoder.generate called before fit() or load")
+        gen = torch.Generator(device="cpu").manual_seed(self.seed if seed is None else seed)
+        out = []
+        for start in range(0, len(feats), self.sample_batch_size):
+            tokens, pooled = self._cond(feats[start : start + self.sample_batch_size])
+            acc = 0
+            for _ in range(self.n_samples):
+                acc = acc + self._sample(tokens, pooled, gen)
+            out.append((acc / self.n_samples).float().cpu().numpy())
+        return self.norm.inverse(np.concatenate(out))
+
+    def _sample(self, tokens: torch.Tensor, pooled: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        sampler = self.make_sampler()
+        x = torch.randn((len(tokens), self.dims["n_channels"], self.dims["n_times"]), generator=gen).to(self.device)
+        guided = self.guidance_scale != 1.0
+        if guided:
+            tokens = torch.cat([torch.zeros_like(tokens), tokens])
+            pooled = torch.cat([torch.zeros_like(pooled), pooled])
+        for t in sampler.timesteps:
+            xin = torch.cat([x, x]) if guided else x
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                eps = self.model(xin, t.expand(len(xin)), tokens, pooled).float()
+            if guided:
+                uncond, cond = eps.chunk(2)
+                eps = uncond + self.guidance_scale * (cond - uncond)
+            x = sampler.step(eps, t, x, generator=gen).prev_sample
+        return x
+
+    def generate(self, images: Sequence[np.ndarray], seed: int | None = None) -> np.ndarray:
+        return self.generate_from_features(features_for_images(self.features, images), seed)
+
+    # -- persistence --------------------------------------------------------------------------------
+    def state(self):
+        arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        arrays.update(self.norm.state_dict())
+        arrays.update(token_mean=self.token_mean, token_std=self.token_std,
+                      pooled_mean=self.pooled_mean, pooled_std=self.pooled_std)
+        return arrays, {"dims": self.dims, "final_loss": float(np.mean(self.history[-50:])) if self.history else None}
+
+    def load_state(self, arrays, meta) -> None:
+        self.norm = Normalizer.from_state_dict(arrays)
+        for k in ("token_mean", "token_std", "pooled_mean", "pooled_std"):
+            setattr(self, k, arrays[k])
+        self._build(**meta["dims"])
+        self.model.load_state_dict({k[6:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("model.")})
+        self.model.eval()

@@ -1,0 +1,137 @@
+"""A diffusion transformer (DiT) denoiser for M/EEG signals, cross-attending to image feature tokens.
+
+After Peebles & Xie's DiT (adaLN-Zero blocks, timestep conditioning through adaptive LayerNorm), with a
+cross-attention layer per block whose queries are brain-signal patches and whose keys/values are the
+image feature tokens (Xu et al. v2). A signal (n_channels x n_times) is cut into patches of
+``patch = (channels_per_patch, samples_per_patch)``; both axes are zero-padded up to a multiple of the
+patch size and the padding is removed at the end with an explicit shape check, never a silent crop.
+The position encoding is learnable and factorised: one embedding per channel group (space) plus one
+per time patch.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class TimestepEmbedder(nn.Module):
+    """Diffusion step -> vector: sinusoidal frequencies followed by a small MLP."""
+
+    def __init__(self, hidden: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = t.float()[:, None] * freqs[None]
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+
+
+class DiTBlock(nn.Module):
+    """Self-attention over signal patches, cross-attention to image tokens, MLP; adaLN-Zero gated."""
+
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.attn = nn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.norm_cross = nn.LayerNorm(hidden, eps=1e-6)
+        self.cross = nn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        inner = int(hidden * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.ada(c)[:, None].chunk(6, dim=-1)
+        h = modulate(self.norm1(x), shift_a, scale_a)
+        x = x + gate_a * self.attn(h, h, h, need_weights=False)[0]
+        q = self.norm_cross(x)
+        x = x + self.cross(q, ctx, ctx, need_weights=False)[0]
+        return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+        self.linear = nn.Linear(hidden, out_dim)
+        for layer in (self.ada[1], self.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(c)[:, None].chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """eps = DiT(x_t, t, image tokens, pooled image vector); x_t: (batch, n_channels, n_times).
+
+    The image tokens (batch, n_tokens, token_dim) get a learned position embedding of their own: the
+    keys must say where in the image a token comes from (Gabor grid cells carry no position).
+    """
+
+    def __init__(
+        self,
+        n_channels: int,
+        n_times: int,
+        n_tokens: int,
+        token_dim: int,
+        pooled_dim: int,
+        patch: tuple[int, int] = (63, 10),
+        hidden: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+    ):
+        super().__init__()
+        pc, pt = (int(p) for p in patch)
+        if pc < 1 or pt < 1:
+            raise ValueError(f"patch sizes must be positive, got {patch}")
+        self.n_channels, self.n_times, self.patch = n_channels, n_times, (pc, pt)
+        self.pad = ((-n_channels) % pc, (-n_times) % pt)
+        self.grid = ((n_channels + self.pad[0]) // pc, (n_times + self.pad[1]) // pt)
+        self.patch_embed = nn.Linear(pc * pt, hidden)
+        self.pos_space = nn.Parameter(torch.randn(self.grid[0], hidden) * 0.02)
+        self.pos_time = nn.Parameter(torch.randn(self.grid[1], hidden) * 0.02)
+        self.t_embed = TimestepEmbedder(hidden)
+        self.token_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, hidden))
+        self.token_pos = nn.Parameter(torch.randn(n_tokens, hidden) * 0.02)  # e.g. Gabor grid cells carry no position
+        self.pooled_proj = nn.Linear(pooled_dim, hidden)
+        self.blocks = nn.ModuleList(DiTBlock(hidden, heads, mlp_ratio) for _ in range(depth))
+        self.final = FinalLayer(hidden, pc * pt)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        (pc, pt), (gc, gt) = self.patch, self.grid
+        x = F.pad(x, (0, self.pad[1], 0, self.pad[0]))
+        return x.reshape(len(x), gc, pc, gt, pt).permute(0, 1, 3, 2, 4).reshape(len(x), gc * gt, pc * pt)
+
+    def unpatchify(self, p: torch.Tensor) -> torch.Tensor:
+        (pc, pt), (gc, gt) = self.patch, self.grid
+        x = p.reshape(len(p), gc, gt, pc, pt).permute(0, 1, 3, 2, 4).reshape(len(p), gc * pc, gt * pt)
+        return x[:, : self.n_channels, : self.n_times]  # removes exactly the padding added in patchify
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != (self.n_channels, self.n_times):
+            raise ValueError(
+                f"DiT was built for signals of shape ({self.n_channels}, {self.n_times}), got {tuple(x.shape[1:])}"
+            )
+        pos = (self.pos_space[:, None] + self.pos_time[None]).reshape(-1, self.pos_space.shape[1])
+        h = self.patch_embed(self.patchify(x)) + pos
+        c = self.t_embed(t) + self.pooled_proj(pooled)
+        ctx = self.token_proj(tokens) + self.token_pos
+        for block in self.blocks:
+            h = block(h, c, ctx)
+        return self.unpatchify(self.final(h, c))
