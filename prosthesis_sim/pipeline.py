@@ -1,0 +1,88 @@
+"""What the command-line apps do, as plain functions of a Hydra config (so tests call them directly)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from hydra.utils import instantiate
+
+from .checkpoint import atomic_write_text, fit_cached, load_component, save_component
+from .data.dataset import Normalizer
+from .evaluate import evaluate_encoder, noise_ceiling, test_images, with_ceiling
+from .loop import ClosedLoop, run_loop
+from .render import PanelRenderer
+
+log = logging.getLogger(__name__)
+
+TABLE_KEYS = ("mse", "pcc", "pcc_channel", "top1", "top5", "pcc_fraction_of_ceiling")
+
+
+def format_table(rows: dict[str, dict], keys=TABLE_KEYS) -> str:
+    """A plain-text table: one row per name, one column per key."""
+    width = max(len(n) for n in rows) + 2
+    lines = [" " * width + "".join(f"{k:>14}" for k in keys)]
+    for name, vals in rows.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{vals.get(k, float('nan')):>14.3f}" for k in keys))
+    return "\n".join(lines)
+
+
+def train_and_evaluate(cfg, out: str | Path) -> dict:
+    """Fit ``cfg.encoder`` on ``cfg.dataset``, save it to out/encoder, score it and the mean-ERP floor."""
+    out = Path(out)
+    data = instantiate(cfg.dataset)
+    images = test_images(data)
+    ceiling = noise_ceiling(data, seed=cfg.seed)
+    start = time.perf_counter()
+    encoder = instantiate(cfg.encoder)
+    encoder.fit(data)
+    train_s = time.perf_counter() - start
+    save_component(encoder, out / "encoder", cfg.encoder)
+    baseline = instantiate(cfg.baseline)
+    baseline.fit(data)
+    result = {
+        "dataset": {"root": str(cfg.dataset.root), "subject": data.subject, "description": data.description,
+                    "n_train": int(data.train.shape[0]), "n_test": int(data.test.shape[0])},
+        "encoder_name": cfg.encoder._target_.rsplit(".", 1)[-1],
+        "train_s": train_s,
+        "noise_ceiling": ceiling,
+        "encoder": with_ceiling(evaluate_encoder(encoder, data, images, seed=cfg.seed), ceiling),
+        "mean_erp": with_ceiling(evaluate_encoder(baseline, data, images, seed=cfg.seed), ceiling),
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
+    return result
+
+
+def build_loop(cfg) -> tuple[ClosedLoop, PanelRenderer]:
+    """Load or fit (cached) every model once, build the phosphene model, and return the ready loop."""
+    data = instantiate(cfg.dataset)
+    cache = Path(cfg.cache_dir)
+    if cfg.get("encoder_dir"):
+        encoder = load_component(cfg.encoder_dir)
+    else:
+        encoder, _ = fit_cached(cfg.encoder, data, cache, "encoder")
+    floor, _ = fit_cached(cfg.floor, data, cache, "floor")
+    decoder, _ = fit_cached(cfg.decoder, data, cache, "decoder")
+    phosphene = instantiate(cfg.phosphene).build()
+    loop = ClosedLoop(encoder, floor, decoder, phosphene, Normalizer.fit(data.train), seed=cfg.seed)
+    return loop, PanelRenderer(data.info, data.times, size=cfg.loop.panel_size)
+
+
+def run_configured_loop(cfg) -> dict:
+    loop, renderer = build_loop(cfg)
+    source = instantiate(cfg.source)
+    return run_loop(loop, source, renderer, Path(cfg.out), display=cfg.loop.display,
+                    max_frames=cfg.loop.max_frames, queue_size=cfg.loop.queue_size,
+                    realtime=cfg.loop.realtime, write_video=cfg.loop.video)
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"frames {summary['frames']}  dropped {summary['dropped_frames']}  fps {summary['fps']:.2f}",
+             "median latency (ms): " + "  ".join(f"{k} {v:.1f}" for k, v in summary["median_latency_ms"].items()),
+             f"{'':<10}{'ssim':>8}{'pearson':>10}"]
+    for name, vals in summary["mean_scores"].items():
+        lines.append(f"{name:<10}{vals['ssim']:>8.3f}{vals['pearson']:>10.3f}")
+    n = summary["normalised_score"]
+    lines.append(f"{'normalised':<10}{n['ssim']:>8.3f}{n['pearson']:>10.3f}   (path - floor) / (ceiling - floor)")
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""Shared fixtures: one small synthetic THINGS-EEG2 dataset per test session, made on the spot."""
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SMALL = dict(n_subjects=2, n_train_concepts=30, images_per_concept=4, n_test=20, train_reps=4, test_reps=16,
+             image_size=96, seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    from prosthesis_sim.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synth"), **SMALL)
+
+
+@pytest.fixture(scope="session")
+def small_data(synth_root):
+    from prosthesis_sim.data.things_eeg2 import load_things_eeg2
+
+    return load_things_eeg2(synth_root, subject=1)

@@ -1,0 +1,62 @@
+"""Every config group composes and instantiates from the installed `configs` package."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+import configs
+
+GROUPS = Path(configs.__file__).parent
+
+
+def options(group):
+    return sorted(p.stem for p in (GROUPS / group).glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for group in ("dataset", "features", "encoder", "decoder", "phosphene", "source", "train"):
+        assert options(group), f"configs/{group}/ is empty"
+
+
+@pytest.mark.parametrize("app", ["train", "loop", "demo", "synth"])
+def test_primary_configs_compose(app):
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose(app)
+    assert cfg.out
+
+
+@pytest.mark.parametrize("encoder", options("encoder"))
+@pytest.mark.parametrize("features", options("features"))
+def test_encoders_instantiate(encoder, features):
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("loop", overrides=[f"encoder={encoder}", f"features={features}"])
+    enc = instantiate(cfg.encoder)
+    assert callable(enc.fit) and callable(enc.generate)
+
+
+@pytest.mark.parametrize("group", ["decoder", "features", "phosphene"])
+def test_stage_groups_instantiate(group):
+    for option in options(group):
+        with initialize_config_module("configs", version_base="1.3"):
+            cfg = compose("loop", overrides=[f"{group}={option}"])
+        assert instantiate(cfg[group]) is not None
+
+
+def test_sources_instantiate(tmp_path):
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    overrides = {"default": [], "images": [f"source.folder={tmp_path}"], "webcam": []}
+    for option, extra in overrides.items():
+        with initialize_config_module("configs", version_base="1.3"):
+            cfg = compose("loop", overrides=[f"source={option}", *extra])
+        assert instantiate(cfg.source) is not None
+
+
+def test_dataset_instantiates(synth_root):
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("train", overrides=[f"dataset.root={synth_root}", "dataset.subject=2"])
+    data = instantiate(cfg.dataset)
+    assert data.subject == "sub-02" and data.train.shape[2:] == (63, 250)
