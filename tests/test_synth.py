@@ -1,0 +1,224 @@
+"""The synthetic THINGS-EEG2 generator: exact on-disk format, determinism, and a signal that is
+image-specific, reliable, and where the generative model says it is."""
+import json
+import pickle
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from prosthesis_sim.data.synth import VERSION, synthesize
+
+# The 63 channels in the order of /work/shared/data-formats.md (written out, not imported, on purpose).
+CHANNELS = (
+    "Fp1 Fp2 AF7 AF3 AFz AF4 AF8 F7 F5 F3 F1 F2 F4 F6 F8 FT9 FT7 FC5 FC3 FC1 FCz FC2 FC4 FC6 FT8 FT10 T7 C5 C3 "
+    "C1 Cz C2 C4 C6 T8 TP9 TP7 CP5 CP3 CP1 CPz CP2 CP4 CP6 TP8 TP10 P7 P5 P3 P1 Pz P2 P4 P6 P8 PO7 PO3 POz "
+    "PO4 PO8 O1 Oz O2"
+).split()
+SMALL = dict(n_subjects=2, n_train_concepts=6, images_per_concept=3, n_test=8, train_reps=4, test_reps=8,
+             image_size=64, seed=0, progress=False)
+SIGNAL = dict(n_subjects=2, n_train_concepts=12, images_per_concept=4, n_test=30, train_reps=4, test_reps=16,
+              image_size=64, seed=0, progress=False)
+EARLY = slice(20, 33)  # 80-128 ms at 250 Hz
+LATE = slice(38, 100)  # 152-396 ms
+OCCIPITAL = ["O1", "Oz", "O2", "PO3", "POz", "PO4"]
+LATERAL = ["P7", "P8", "TP7", "TP8"]
+OCCIPITO_TEMPORAL = ["P7", "P8", "PO7", "PO8", "TP7", "TP8", "P5", "P6"]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return synthesize(tmp_path_factory.mktemp("synth") / "small", **SMALL)
+
+
+@pytest.fixture(scope="module")
+def signal(tmp_path_factory) -> Path:
+    return synthesize(tmp_path_factory.mktemp("synth") / "signal", **SIGNAL)
+
+
+def _load(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _eeg(root: Path, subject: int, split: str) -> np.ndarray:
+    return _load(root / f"sub-{subject:02d}" / f"preprocessed_eeg_{split}.npy")["preprocessed_eeg_data"]
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every row of a with every row of b (rows flattened)."""
+    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
+    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
+
+
+def _halves(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Averages of the first and second half of the repetitions: (n_images, 63, 250) each."""
+    r = x.shape[1] // 2
+    return x[:, :r].mean(1), x[:, r:].mean(1)
+
+
+def _image_variance(x: np.ndarray) -> np.ndarray:
+    """(63, 250) across-image variance of the response that replicates across split halves (the
+    covariance of the two half-averages: noise, independent between halves, drops out)."""
+    a, b = _halves(x)
+    return ((a - a.mean(0)) * (b - b.mean(0))).mean(0)
+
+
+def _ch(names: list[str]) -> list[int]:
+    return [CHANNELS.index(n) for n in names]
+
+
+# ------------------------------------------------------------------------------------------ format
+
+
+def test_returns_path_and_writes_only_the_dataset(small):
+    assert isinstance(small, Path)
+    assert sorted(p.name for p in small.iterdir()) == ["images", "sub-01", "sub-02", "synth.json"]
+    for sub in ("sub-01", "sub-02"):
+        assert sorted(p.name for p in (small / sub).iterdir()) == [
+            "preprocessed_eeg_test.npy", "preprocessed_eeg_training.npy"]
+
+
+@pytest.mark.parametrize("split, shape", [("training", (18, 4, 63, 250)), ("test", (8, 8, 63, 250))])
+def test_eeg_files_are_nice_pickles(small, split, shape):
+    for subject in (1, 2):
+        path = small / f"sub-{subject:02d}" / f"preprocessed_eeg_{split}.npy"
+        assert path.read_bytes()[:2] == b"\x80\x04"  # a raw pickle, protocol 4 (not an .npy file)
+        payload = _load(path)
+        assert set(payload) == {"preprocessed_eeg_data", "ch_names", "times"}
+        data = payload["preprocessed_eeg_data"]
+        assert data.dtype == np.float32 and data.shape == shape
+        assert np.isfinite(data).all() and 0.3 < data.std() < 3.0  # O(1), like MVNN-whitened data
+        assert list(payload["ch_names"]) == CHANNELS
+        times = np.asarray(payload["times"])
+        assert times.shape == (250,) and times[0] == 0 and times[-1] == pytest.approx(0.996)
+        assert np.allclose(np.diff(times), 0.004)
+        assert isinstance(np.load(path, allow_pickle=True), dict)  # what a THINGS loader does
+
+
+def test_image_folders_follow_things_layout(small):
+    root = small / "images"
+    train = sorted((root / "training_images").iterdir())
+    test = sorted((root / "test_images").iterdir())
+    assert len(train) == 6 and len(test) == 8
+    train_concepts, test_concepts = set(), set()
+    for folders, suffix, per, concepts in ((train, "b", 3, train_concepts), (test, "s", 1, test_concepts)):
+        for k, folder in enumerate(folders):
+            number, concept = folder.name.split("_", 1)
+            assert number == f"{k + 1:05d}" and re.fullmatch(r"[a-z]+(_[a-z0-9]+)*", concept)
+            concepts.add(concept)
+            files = sorted(p.name for p in folder.iterdir())
+            assert files == [f"{concept}_{j + 1:02d}{suffix}.jpg" for j in range(per)]
+            img = cv2.imread(str(folder / files[0]))
+            assert img is not None and img.shape == (64, 64, 3)
+    assert len(train_concepts) == 6 and len(test_concepts) == 8
+    assert not train_concepts & test_concepts  # test concepts are unseen in training
+
+
+def test_metadata_matches_folders_in_row_order(small):
+    meta = np.load(small / "images" / "image_metadata.npy", allow_pickle=True)
+    assert meta.shape == ()  # a dict saved with np.save: needs .item(), like the real file
+    meta = meta.item()
+    assert set(meta) == {"train_img_concepts", "train_img_files", "test_img_concepts", "test_img_files"}
+    for split, key in (("training", "train"), ("test", "test")):
+        rows = [(p.parent.name, p.name) for p in sorted((small / "images" / f"{split}_images").glob("*/*.jpg"))]
+        assert list(zip(meta[f"{key}_img_concepts"], meta[f"{key}_img_files"])) == rows
+    assert len(meta["train_img_files"]) == len(_eeg(small, 1, "training"))
+
+
+def test_synth_json_records_arguments_and_version(small):
+    info = json.loads((small / "synth.json").read_text())
+    assert info["version"] == VERSION
+    assert info["args"] == {**SMALL, "out": str(small)}
+
+
+def test_refuses_foreign_folder_and_leaves_no_stale_concepts(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(FileExistsError):
+        synthesize(tmp_path, **{**SMALL, "image_size": 32, "n_subjects": 1})
+    out = tmp_path / "again"
+    synthesize(out, **{**SMALL, "image_size": 32})
+    synthesize(out, **{**SMALL, "image_size": 32, "n_subjects": 1, "n_train_concepts": 2, "n_test": 2})
+    assert len(list((out / "images" / "training_images").iterdir())) == 2
+    assert not (out / "sub-02").exists()
+
+
+# ------------------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_dataset_other_seed_other_dataset(small, tmp_path):
+    again = synthesize(tmp_path / "again", **SMALL)
+    other = synthesize(tmp_path / "other", **{**SMALL, "seed": 1})
+    for subject in (1, 2):
+        for split in ("training", "test"):
+            assert np.array_equal(_eeg(small, subject, split), _eeg(again, subject, split))
+            assert not np.allclose(_eeg(small, subject, split), _eeg(other, subject, split))
+    jpgs = sorted((small / "images").rglob("*.jpg"))
+    assert [p.read_bytes() for p in jpgs] == [
+        (again / p.relative_to(small)).read_bytes() for p in jpgs]
+    meta = [np.load(r / "images" / "image_metadata.npy", allow_pickle=True).item() for r in (small, other)]
+    assert meta[0]["train_img_concepts"] != meta[1]["train_img_concepts"]
+
+
+def test_subjects_differ_beyond_noise(signal):
+    """Each subject's image-specific responses replicate better within than across subjects."""
+    a1, b1 = (h - h.mean(0) for h in _halves(_eeg(signal, 1, "test")))
+    a2, b2 = (h - h.mean(0) for h in _halves(_eeg(signal, 2, "test")))
+    within = (np.diag(_corr(a1, b1)).mean() + np.diag(_corr(a2, b2)).mean()) / 2
+    across = (np.diag(_corr(a1, b2)).mean() + np.diag(_corr(a2, b1)).mean()) / 2
+    assert within - across > 0.05
+    assert across > 0.2  # ... yet the subjects share the same brain model
+
+
+# ------------------------------------------------------------------------------------------ signal
+
+
+@pytest.mark.parametrize("subject", [1, 2])
+def test_split_half_identification_well_above_chance(signal, subject):
+    x = _eeg(signal, subject, "test")
+    a, b = _halves(x)
+    c = _corr(a, b)
+    n = len(c)
+    same, other = np.diag(c).mean(), c[~np.eye(n, dtype=bool)].mean()
+    assert 0.4 < same < 0.95  # a noise ceiling, not a copy
+    assert same - other > 0.25  # image-specific variance is not dwarfed by the shared ERP
+    assert (c.argmax(axis=1) == np.arange(n)).mean() > 0.4  # chance: 1/30
+    single = _corr(x[:, 0], x[:, 1])
+    assert np.diag(single).mean() < same  # single trials are much noisier than half-averages
+
+
+@pytest.mark.parametrize("subject", [1, 2])
+def test_early_image_variance_is_occipital(signal, subject):
+    var = _image_variance(_eeg(signal, subject, "test"))[:, EARLY].mean(axis=1)
+    assert CHANNELS[int(var.argmax())] in OCCIPITAL + ["PO7", "PO8"]
+    assert var[_ch(OCCIPITAL)].mean() > 2 * var[_ch(LATERAL)].mean()
+
+
+@pytest.mark.parametrize("subject", [1, 2])
+def test_late_image_variance_is_occipito_temporal(signal, subject):
+    var = _image_variance(_eeg(signal, subject, "test"))[:, LATE].mean(axis=1)
+    assert CHANNELS[int(var.argmax())] in OCCIPITO_TEMPORAL
+    assert var[_ch(LATERAL)].mean() > 1.5 * var[_ch(OCCIPITAL)].mean()
+
+
+def _concept_similarity(y: np.ndarray, channels: list[str], window: slice) -> float:
+    """How much more alike the (image-specific) responses to two images of one training concept are
+    than those to images of different concepts, on these channels and samples."""
+    y = y[:, _ch(channels), window]
+    c = _corr(y - y.mean(0), y - y.mean(0))
+    concept = np.repeat(np.arange(SIGNAL["n_train_concepts"]), SIGNAL["images_per_concept"])
+    same = (concept[:, None] == concept[None]) & ~np.eye(len(c), dtype=bool)
+    return c[same].mean() - c[concept[:, None] != concept[None]].mean()
+
+
+@pytest.mark.parametrize("subject", [1, 2])
+def test_late_component_carries_the_concept(signal, subject):
+    """Exemplars of a concept share low-level statistics, so their early responses are alike too; the
+    late occipito-temporal response, driven by the concept itself, must be more alike still."""
+    y = _eeg(signal, subject, "training").mean(axis=1)
+    late = _concept_similarity(y, OCCIPITO_TEMPORAL, LATE)
+    assert late > 0.5
+    assert late > _concept_similarity(y, OCCIPITAL, EARLY) + 0.05
