@@ -3,7 +3,8 @@
 The denoiser (``encoders.dit.DiT`` or ``encoders.unet.UNetDenoiser``) predicts the noise added to a
 z-scored signal, given the step and the image features. Training: DDPM forward process from
 diffusers' ``DDPMScheduler``, epsilon-prediction MSE, AdamW, cosine schedule with warm-up, EMA weights,
-optional condition dropout (for classifier-free guidance). Sampling: any diffusers scheduler made from
+optional condition dropout (for classifier-free guidance). ``prediction_type`` picks what the
+denoiser predicts (epsilon by default, as the paper; or the clean signal, or v). Sampling: any diffusers scheduler made from
 the training scheduler's config (DDIM by default), seeded. fp16 autocast on CUDA, float32 on CPU.
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ class DiffusionEncoder:
         train: dict | None = None,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
+        prediction_type: str = "epsilon",
         sampler: str = "ddim",
         sampling_steps: int = 25,
         guidance_scale: float = 1.0,
@@ -61,7 +63,8 @@ class DiffusionEncoder:
         self.train_cfg = {"epochs": 50, "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-5, "warmup_steps": 100,
                           "ema_decay": 0.995, "cond_dropout": 0.1, "grad_clip": 1.0, **dict(train or {})}
         self.noise_scheduler = DDPMScheduler(
-            num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=False
+            num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=False,
+            prediction_type=prediction_type,
         )
         self.sampler, self.sampling_steps, self.guidance_scale = sampler, sampling_steps, guidance_scale
         self.n_samples, self.sample_batch_size, self.seed = n_samples, sample_batch_size, seed
@@ -108,7 +111,7 @@ class DiffusionEncoder:
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         T = self.noise_scheduler.config.num_train_timesteps
-        bar = tqdm(total=total, desc=f"train {type(model).__name__}", unit="step", leave=False)
+        bar = tqdm(total=total, desc=f"train {type(model).__name__}", unit="step", leave=False, disable=None)
         self.history = []
         for _ in range(cfg["epochs"]):
             order = torch.randperm(len(y), generator=gen).to(self.device)
@@ -123,7 +126,7 @@ class DiffusionEncoder:
                 tok = torch.where(drop[:, None, None], torch.zeros_like(tok), tok)
                 pool = torch.where(drop[:, None], torch.zeros_like(pool), pool)
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                    loss = torch.nn.functional.mse_loss(model(xt, t, tok, pool).float(), noise)
+                    loss = torch.nn.functional.mse_loss(model(xt, t, tok, pool).float(), self._target(x0, noise, t))
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
@@ -132,12 +135,22 @@ class DiffusionEncoder:
                 scaler.update()
                 sched.step()
                 ema.update_parameters(model)
-                self.history.append(float(loss))
+                self.history.append(loss.item())
                 bar.update()
                 bar.set_postfix(loss=f"{np.mean(self.history[-50:]):.4f}")
         bar.close()
         self.model.load_state_dict(ema.module.state_dict())
         self.model.eval()
+
+    def _target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "sample":
+            return x0
+        if kind == "v_prediction":
+            return self.noise_scheduler.get_velocity(x0, noise, t)
+        raise ValueError(f"encoder.prediction_type must be epsilon, sample or v_prediction, got {kind!r}")
 
     # -- sampling -----------------------------------------------------------------------------------
     def make_sampler(self):
@@ -150,13 +163,13 @@ class DiffusionEncoder:
         if self.model is None:
             raise RuntimeError("DiffusionEncoder.generate called before fit() or load")
         gen = torch.Generator(device="cpu").manual_seed(self.seed if seed is None else seed)
-        out = []
-        for start in range(0, len(feats), self.sample_batch_size):
-            tokens, pooled = self._cond(feats[start : start + self.sample_batch_size])
-            acc = 0
-            for _ in range(self.n_samples):
-                acc = acc + self._sample(tokens, pooled, gen)
-            out.append((acc / self.n_samples).float().cpu().numpy())
+        out, n = [], self.n_samples
+        per_batch = max(1, self.sample_batch_size // n)
+        for start in range(0, len(feats), per_batch):
+            tokens, pooled = self._cond(feats[start : start + per_batch])
+            # all n samples of every image in one batch: one pass of the sampler, not n
+            x = self._sample(tokens.repeat_interleave(n, 0), pooled.repeat_interleave(n, 0), gen)
+            out.append(x.reshape(len(tokens), n, *x.shape[1:]).mean(1).float().cpu().numpy())
         return self.norm.inverse(np.concatenate(out))
 
     def _sample(self, tokens: torch.Tensor, pooled: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -112,6 +112,11 @@ class DiT(nn.Module):
         self.pooled_proj = nn.Linear(pooled_dim, hidden)
         self.blocks = nn.ModuleList(DiTBlock(hidden, heads, mlp_ratio) for _ in range(depth))
         self.final = FinalLayer(hidden, pc * pt)
+        # Skip path: a patch holds more numbers than the hidden width, so white noise cannot pass
+        # through the tokens; g(t) * x_t carries it, and the network models the low-rank signal part.
+        self.skip = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.skip.weight)
+        nn.init.zeros_(self.skip.bias)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         (pc, pt), (gc, gt) = self.patch, self.grid
@@ -130,8 +135,9 @@ class DiT(nn.Module):
             )
         pos = (self.pos_space[:, None] + self.pos_time[None]).reshape(-1, self.pos_space.shape[1])
         h = self.patch_embed(self.patchify(x)) + pos
-        c = self.t_embed(t) + self.pooled_proj(pooled)
+        t_emb = self.t_embed(t)
+        c = t_emb + self.pooled_proj(pooled)
         ctx = self.token_proj(tokens) + self.token_pos
         for block in self.blocks:
             h = block(h, c, ctx)
-        return self.unpatchify(self.final(h, c))
+        return self.unpatchify(self.final(h, c)) + self.skip(t_emb)[:, :, None] * x

@@ -57,7 +57,7 @@ def demo(cfg: DictConfig) -> None:
     root = Path(cfg.dataset.root)
     if not (root / "synth.json").is_file():
         log.info("synthesising the default dataset into %s", root)
-        _synth(cfg.synth)
+        _synth(hydra.compose("synth", overrides=[f"out={root}"]))
     summary = run_configured_loop(cfg)
     summary["demo_wall_s"] = time.perf_counter() - start
     (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2))

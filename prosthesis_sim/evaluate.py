@@ -9,14 +9,14 @@ from .data.dataset import BrainDataset, Normalizer, load_image
 from .metrics import signal_metrics, split_half_reliability
 
 
-def test_images(data: BrainDataset) -> list[np.ndarray]:
+def load_test_images(data: BrainDataset) -> list[np.ndarray]:
     return [load_image(p) for p in data.test_images]
 
 
 def evaluate_encoder(encoder, data: BrainDataset, images: list[np.ndarray] | None = None, seed: int = 0) -> dict:
     """Generate a signal for every test image and compare it with the measured test average."""
     norm = Normalizer.fit(data.train)
-    images = test_images(data) if images is None else images
+    images = load_test_images(data) if images is None else images
     start = time.perf_counter()
     generated = encoder.generate(images, seed=seed)
     seconds = time.perf_counter() - start

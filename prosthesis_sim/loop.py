@@ -96,7 +96,8 @@ def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, displ
     start = time.perf_counter()
     try:
         with open(out / "frames.jsonl", "w") as jl:
-            for index, captured_at, frame in tqdm(grabber, desc="loop", unit="frame", total=max_frames, leave=False):
+            for index, captured_at, frame in tqdm(grabber, desc="loop", unit="frame", total=max_frames, leave=False,
+                                                   disable=None):
                 res = loop.step(frame)
                 rec = {"frame": index, "queue_ms": 1000 * (time.perf_counter() - captured_at) - sum(res["latency"].values()),
                        "latency": res["latency"], "scores": res["scores"]}

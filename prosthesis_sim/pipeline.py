@@ -10,21 +10,22 @@ from hydra.utils import instantiate
 
 from .checkpoint import atomic_write_text, fit_cached, load_component, save_component
 from .data.dataset import Normalizer
-from .evaluate import evaluate_encoder, noise_ceiling, test_images, with_ceiling
+from .evaluate import evaluate_encoder, noise_ceiling, load_test_images, with_ceiling
 from .loop import ClosedLoop, run_loop
 from .render import PanelRenderer
 
 log = logging.getLogger(__name__)
 
 TABLE_KEYS = ("mse", "pcc", "pcc_channel", "top1", "top5", "pcc_fraction_of_ceiling")
+LABELS = {"pcc_fraction_of_ceiling": "pcc/ceiling"}
 
 
 def format_table(rows: dict[str, dict], keys=TABLE_KEYS) -> str:
     """A plain-text table: one row per name, one column per key."""
     width = max(len(n) for n in rows) + 2
-    lines = [" " * width + "".join(f"{k:>14}" for k in keys)]
+    lines = [" " * width + "".join(f"{LABELS.get(k, k):>12}" for k in keys)]
     for name, vals in rows.items():
-        lines.append(f"{name:<{width}}" + "".join(f"{vals.get(k, float('nan')):>14.3f}" for k in keys))
+        lines.append(f"{name:<{width}}" + "".join(f"{vals.get(k, float('nan')):>12.3f}" for k in keys))
     return "\n".join(lines)
 
 
@@ -32,7 +33,7 @@ def train_and_evaluate(cfg, out: str | Path) -> dict:
     """Fit ``cfg.encoder`` on ``cfg.dataset``, save it to out/encoder, score it and the mean-ERP floor."""
     out = Path(out)
     data = instantiate(cfg.dataset)
-    images = test_images(data)
+    images = load_test_images(data)
     ceiling = noise_ceiling(data, seed=cfg.seed)
     start = time.perf_counter()
     encoder = instantiate(cfg.encoder)

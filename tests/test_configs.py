@@ -22,8 +22,8 @@ def test_every_group_has_options():
 @pytest.mark.parametrize("app", ["train", "loop", "demo", "synth"])
 def test_primary_configs_compose(app):
     with initialize_config_module("configs", version_base="1.3"):
-        cfg = compose(app)
-    assert cfg.out
+        cfg = compose(app, overrides=["out=somewhere"])
+    assert cfg.out == "somewhere"
 
 
 @pytest.mark.parametrize("encoder", options("encoder"))

@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from prosthesis_sim.checkpoint import fit_cached, load_component, save_component
-from prosthesis_sim.evaluate import evaluate_encoder, test_images
+from prosthesis_sim.evaluate import evaluate_encoder, load_test_images
 
 
 def make(encoder, *overrides):
@@ -16,7 +16,7 @@ def make(encoder, *overrides):
 
 @pytest.fixture(scope="module")
 def images(small_data):
-    return test_images(small_data)
+    return load_test_images(small_data)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_ridge_beats_mean_erp(small_data, images, floor):
 
 @pytest.fixture(scope="module")
 def trained_dit(small_data, tmp_path_factory):
-    cfg = make("dit", "train.epochs=60")
+    cfg = make("dit", "train.epochs=300", "train.batch_size=32")
     enc, directory = fit_cached(cfg, small_data, tmp_path_factory.mktemp("cache"), "dit")
     return cfg, enc, directory
 
@@ -83,5 +83,5 @@ def test_unet_paper_narrow_variant_trains(small_data, tmp_path):
     enc.fit(small_data)
     assert np.mean(enc.history[-5:]) < np.mean(enc.history[:5])
     save_component(enc, tmp_path / "unet", cfg)
-    out = load_component(tmp_path / "unet").generate(test_images(small_data)[:2])
+    out = load_component(tmp_path / "unet").generate(load_test_images(small_data)[:2])
     assert out.shape == (2, 63, 250) and np.isfinite(out).all()
