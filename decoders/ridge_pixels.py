@@ -14,12 +14,12 @@ import numpy as np
 from sklearn.linear_model import RidgeCV
 
 from prosthesis_sim.data.dataset import Normalizer, load_image
+from prosthesis_sim.scores import to_grey
 
 
 def grey_thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """RGB uint8 -> grey float32 in [0, 1] at (height, width) = size."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    return cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    """RGB uint8 -> grey float32 in [0, 1] at (height, width) = size, the same grey the loop is scored on."""
+    return cv2.resize(to_grey(image), (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
 class RidgePixels:
@@ -37,7 +37,7 @@ class RidgePixels:
         return z[:, :, :t_used].reshape(n, c, t_used // self.time_bin, self.time_bin).mean(-1).reshape(n, -1)
 
     def fit(self, data) -> None:
-        self.norm = Normalizer.fit(data.train)
+        self.norm = data.normalizer
         x = self._inputs(data.train_average())
         y = np.stack([grey_thumbnail(load_image(p), self.size).ravel() for p in data.train_images])
         model = RidgeCV(alphas=self.alphas).fit(x, y)

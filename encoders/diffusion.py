@@ -57,6 +57,8 @@ class DiffusionEncoder:
     ):
         if sampler not in SAMPLERS:
             raise ValueError(f"encoder.sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        if prediction_type not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(f"encoder.prediction_type must be epsilon, sample or v_prediction, got {prediction_type!r}")
         if inputs not in ("tokens", "pooled"):
             raise ValueError(f"encoder.inputs must be 'tokens' or 'pooled', got {inputs!r}")
         self.make_denoiser, self.features, self.inputs = denoiser, features, inputs
@@ -96,7 +98,7 @@ class DiffusionEncoder:
         feats = type(feats)(tokens, np.asarray(feats.pooled))
         self.token_mean, self.token_std = feats.tokens.mean((0, 1)), feats.tokens.std((0, 1)) + 1e-6
         self.pooled_mean, self.pooled_std = feats.pooled.mean(0), feats.pooled.std(0) + 1e-6
-        self.norm = Normalizer.fit(data.train)
+        self.norm = data.normalizer
         n_img, n_rep, n_ch, n_t = data.train.shape
         y = torch.as_tensor(self.norm(data.train).reshape(n_img * n_rep, n_ch, n_t), device=self.device)
         tokens, pooled = self._cond(feats)
@@ -148,9 +150,7 @@ class DiffusionEncoder:
             return noise
         if kind == "sample":
             return x0
-        if kind == "v_prediction":
-            return self.noise_scheduler.get_velocity(x0, noise, t)
-        raise ValueError(f"encoder.prediction_type must be epsilon, sample or v_prediction, got {kind!r}")
+        return self.noise_scheduler.get_velocity(x0, noise, t)
 
     # -- sampling -----------------------------------------------------------------------------------
     def make_sampler(self):
@@ -205,5 +205,6 @@ class DiffusionEncoder:
         for k in ("token_mean", "token_std", "pooled_mean", "pooled_std"):
             setattr(self, k, arrays[k])
         self._build(**meta["dims"])
-        self.model.load_state_dict({k[6:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("model.")})
+        self.model.load_state_dict(
+            {k.removeprefix("model."): torch.as_tensor(v) for k, v in arrays.items() if k.startswith("model.")})
         self.model.eval()

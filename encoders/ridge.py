@@ -14,8 +14,14 @@ from prosthesis_sim.data.dataset import Normalizer
 from prosthesis_sim.features.cache import cached_features, features_for_images
 
 
+MAX_TOKEN_VALUES = 4096  # 'auto' flattens tokens only up to this size (Gabor: 256; CLIP ViT-L/14: 263,168)
+
+
 def design_matrix(feats, inputs: str) -> np.ndarray:
-    """Features -> (n, d): 'pooled' vector, 'tokens' flattened (keeps spatial layout), or 'both'."""
+    """Features -> (n, d): 'pooled' vector, 'tokens' flattened (keeps spatial layout), 'both', or 'auto'
+    ('both' when the flattened tokens are small, else 'pooled')."""
+    if inputs == "auto":
+        inputs = "both" if np.prod(feats.tokens.shape[1:]) <= MAX_TOKEN_VALUES else "pooled"
     parts = {"pooled": [feats.pooled], "tokens": [feats.tokens.reshape(len(feats), -1)]}
     parts["both"] = parts["pooled"] + parts["tokens"]
     if inputs not in parts:
@@ -24,7 +30,7 @@ def design_matrix(feats, inputs: str) -> np.ndarray:
 
 
 class RidgeEncoder:
-    def __init__(self, features, inputs: str = "both", alphas: Sequence[float] = tuple(np.logspace(-1, 6, 15))):
+    def __init__(self, features, inputs: str = "auto", alphas: Sequence[float] = tuple(np.logspace(-1, 6, 15))):
         self.features = features
         self.inputs = inputs
         self.alphas = [float(a) for a in alphas]
@@ -33,7 +39,7 @@ class RidgeEncoder:
     def fit(self, data) -> None:
         x = design_matrix(cached_features(self.features, data.train_images, data.cache_dir), self.inputs)
         self.x_mean, self.x_std = x.mean(0), x.std(0) + 1e-8
-        self.norm = Normalizer.fit(data.train)
+        self.norm = data.normalizer
         n, reps = data.train.shape[:2]
         y = self.norm(data.train_average()).reshape(n, -1)
         model = RidgeCV(alphas=self.alphas).fit((x - self.x_mean) / self.x_std, y)
@@ -43,6 +49,8 @@ class RidgeEncoder:
         self.shape = data.signal_shape
 
     def generate(self, images: Sequence[np.ndarray], seed: int | None = None) -> np.ndarray:
+        if self.norm is None:
+            raise RuntimeError("RidgeEncoder.generate called before fit()")
         x = design_matrix(features_for_images(self.features, images), self.inputs)
         z = ((x - self.x_mean) / self.x_std).astype(np.float32) @ self.coef + self.intercept
         return self.norm.inverse(z.reshape(len(images), *self.shape))

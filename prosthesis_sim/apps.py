@@ -55,7 +55,9 @@ def demo(cfg: DictConfig) -> None:
     """Synthesise the default dataset (once), fit the default models (cached), run the loop."""
     start = time.perf_counter()
     root = Path(cfg.dataset.root)
-    if not (root / "synth.json").is_file():
+    from .data.synth import is_complete
+
+    if not is_complete(root):
         log.info("synthesising the default dataset into %s", root)
         _synth(hydra.compose("synth", overrides=[f"out={root}"]))
     summary = run_configured_loop(cfg)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ def save_component(obj, directory: str | Path, cfg) -> Path:
     directory = Path(directory)
     arrays, meta = obj.state()
     arrays = _to_numpy(arrays)
-    atomic_write(directory / WEIGHTS, lambda tmp: save_file(arrays, tmp, metadata={"meta": json.dumps(meta)}))
+    # the weights file is written last: its presence means the directory is complete (see fit_cached)
     atomic_write_text(directory / CONFIG, OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(arrays, tmp, metadata={"meta": json.dumps(meta)}))
     return directory
 
 
@@ -77,11 +79,12 @@ def load_component(directory: str | Path):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name} is missing: not a saved component directory")
     obj = instantiate(OmegaConf.load(directory / CONFIG))
-    from safetensors import safe_open
-
     with safe_open(directory / WEIGHTS, framework="np") as f:
         meta = json.loads((f.metadata() or {}).get("meta", "{}"))
-    obj.load_state(load_file(directory / WEIGHTS), meta)
+    try:
+        obj.load_state(load_file(directory / WEIGHTS), meta)
+    except KeyError as err:
+        raise ValueError(f"{directory / WEIGHTS}: missing entry {err} for {type(obj).__name__}") from err
     return obj
 
 
@@ -99,6 +102,7 @@ def fit_cached(cfg, data, cache_root: str | Path, name: str):
     if (directory / WEIGHTS).is_file():
         log.info("%s: reusing %s", name, directory)
         return load_component(directory), directory
+    log.info("%s: no cached fit in %s, fitting %s", name, directory, cfg.get("_target_"))
     obj = instantiate(cfg)
     obj.fit(data)
     save_component(obj, directory, cfg)

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from .data.dataset import BrainDataset, Normalizer, load_image
+from .data.dataset import BrainDataset, load_image
 from .metrics import signal_metrics, split_half_reliability
 
 
@@ -15,7 +15,7 @@ def load_test_images(data: BrainDataset) -> list[np.ndarray]:
 
 def evaluate_encoder(encoder, data: BrainDataset, images: list[np.ndarray] | None = None, seed: int = 0) -> dict:
     """Generate a signal for every test image and compare it with the measured test average."""
-    norm = Normalizer.fit(data.train)
+    norm = data.normalizer
     images = load_test_images(data) if images is None else images
     start = time.perf_counter()
     generated = encoder.generate(images, seed=seed)
@@ -26,7 +26,7 @@ def evaluate_encoder(encoder, data: BrainDataset, images: list[np.ndarray] | Non
 
 
 def noise_ceiling(data: BrainDataset, seed: int = 0) -> dict:
-    norm = Normalizer.fit(data.train)
+    norm = data.normalizer
     return split_half_reliability(norm(data.test_repetitions()), seed=seed)
 
 

@@ -8,7 +8,8 @@ Definitions (the paper leaves them open; these are ours and the README repeats t
   flattened over channels x time; then the mean over images.
 - ``pcc_channel``: per image and channel, Pearson r between time courses; mean over both.
 - ``top1`` / ``top5``: R[i, j] = flattened Pearson r between generated signal i and measured average j.
-  Image i counts as identified at k when fewer than k images j have R[i, j] > R[i, i]. Chance = k / N.
+  Image i counts as identified at k when fewer than k other images j have R[i, j] >= R[i, i]
+  (ties count against). Chance = k / N.
 - ``split_half_r``: test repetitions split at random into two halves; per image, flattened Pearson r
   between the two half-averages; mean over images and over ``n_splits`` random splits.
   ``noise_ceiling`` = sqrt(2 r / (1 + r)): Spearman-Brown gives the reliability of the full average,
@@ -40,7 +41,7 @@ def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def identification(generated: np.ndarray, measured: np.ndarray, ks=(1, 5)) -> dict[str, float]:
     r = correlation_matrix(generated, measured)
-    rank = (r > np.diag(r)[:, None]).sum(axis=1)
+    rank = (r >= np.diag(r)[:, None]).sum(axis=1) - 1  # ties count against: a constant guess is not "right"
     return {f"top{k}": float(np.mean(rank < k)) for k in ks}
 
 
@@ -70,6 +71,8 @@ def signal_metrics(generated: np.ndarray, measured: np.ndarray) -> dict[str, flo
     """generated, measured: (n_images, n_channels, n_times), z-scored. See the module docstring."""
     if generated.shape != measured.shape:
         raise ValueError(f"generated signals have shape {generated.shape}, measured {measured.shape}")
+    if not np.isfinite(generated).all():
+        raise ValueError(f"generated signals hold {int((~np.isfinite(generated)).sum())} NaN/Inf values")
     ch = pearson_rows(
         generated.reshape(-1, generated.shape[-1]), measured.reshape(-1, measured.shape[-1])
     )

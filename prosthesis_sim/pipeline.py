@@ -6,10 +6,10 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 from hydra.utils import instantiate
 
 from .checkpoint import atomic_write_text, fit_cached, load_component, save_component
-from .data.dataset import Normalizer
 from .evaluate import evaluate_encoder, noise_ceiling, load_test_images, with_ceiling
 from .loop import ClosedLoop, run_loop
 from .render import PanelRenderer
@@ -61,12 +61,17 @@ def build_loop(cfg) -> tuple[ClosedLoop, PanelRenderer]:
     cache = Path(cfg.cache_dir)
     if cfg.get("encoder_dir"):
         encoder = load_component(cfg.encoder_dir)
+        shape = encoder.generate([np.zeros((32, 32, 3), np.uint8)]).shape[1:]
+        if shape != data.signal_shape:
+            raise ValueError(f"encoder_dir={cfg.encoder_dir} generates signals of shape {shape}, but dataset "
+                             f"{cfg.dataset.root} ({data.subject}) has {data.signal_shape}: decoder and scores "
+                             "need the encoder's montage and epoch")
     else:
         encoder, _ = fit_cached(cfg.encoder, data, cache, "encoder")
     floor, _ = fit_cached(cfg.floor, data, cache, "floor")
     decoder, _ = fit_cached(cfg.decoder, data, cache, "decoder")
     phosphene = instantiate(cfg.phosphene).build()
-    loop = ClosedLoop(encoder, floor, decoder, phosphene, Normalizer.fit(data.train), seed=cfg.seed)
+    loop = ClosedLoop(encoder, floor, decoder, phosphene, data.normalizer, seed=cfg.seed)
     return loop, PanelRenderer(data.info, data.times, size=cfg.loop.panel_size)
 
 

@@ -138,10 +138,17 @@ class FrameGrabber:
         return self
 
     def stop(self) -> None:
+        """Stop reading and wait for the thread: drain the queue so a blocked put can finish."""
         self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self.queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
 
-    def _put(self, item) -> None:
-        if not self.realtime:
+    def _put(self, item, drop_oldest: bool) -> None:
+        if not drop_oldest:
             while not self._stop.is_set():
                 try:
                     self.queue.put(item, timeout=0.1)
@@ -167,15 +174,15 @@ class FrameGrabber:
             for frame in self.source:
                 if self._stop.is_set():
                     break
-                if period:
-                    next_t += period
+                if period:  # a frame every period; after a stall, go on from now instead of bursting
                     time.sleep(max(0.0, next_t - time.perf_counter()))
-                self._put((self.captured, time.perf_counter(), frame))
+                    next_t = max(next_t + period, time.perf_counter())
+                self._put((self.captured, time.perf_counter(), frame), drop_oldest=self.realtime)
                 self.captured += 1
         except BaseException as err:  # surfaced to the consumer, not lost in the thread
             self.error = err
         finally:
-            self.queue.put(_END)  # blocking: the end marker is never dropped
+            self._put(_END, drop_oldest=False)  # never dropped; gives up only once stop() is called
 
     def __iter__(self):
         while True:

@@ -6,6 +6,9 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 import configs
+from prosthesis_sim.protocols import BrainDecoder, FeatureExtractor, FrameSource, ImageToBrainEncoder, PhospheneModel
+
+PROTOCOL = {"decoder": BrainDecoder, "features": FeatureExtractor, "phosphene": PhospheneModel}
 
 GROUPS = Path(configs.__file__).parent
 
@@ -32,7 +35,9 @@ def test_encoders_instantiate(encoder, features):
     with initialize_config_module("configs", version_base="1.3"):
         cfg = compose("loop", overrides=[f"encoder={encoder}", f"features={features}"])
     enc = instantiate(cfg.encoder)
-    assert callable(enc.fit) and callable(enc.generate)
+    assert isinstance(enc, ImageToBrainEncoder)
+    if hasattr(enc, "features"):  # the encoder conditions on the extractor the config chose
+        assert enc.features.cache_id.startswith(features)
 
 
 @pytest.mark.parametrize("group", ["decoder", "features", "phosphene"])
@@ -40,7 +45,7 @@ def test_stage_groups_instantiate(group):
     for option in options(group):
         with initialize_config_module("configs", version_base="1.3"):
             cfg = compose("loop", overrides=[f"{group}={option}"])
-        assert instantiate(cfg[group]) is not None
+        assert isinstance(instantiate(cfg[group]), PROTOCOL[group]), (group, option)
 
 
 def test_sources_instantiate(tmp_path):
@@ -52,7 +57,7 @@ def test_sources_instantiate(tmp_path):
     for option, extra in overrides.items():
         with initialize_config_module("configs", version_base="1.3"):
             cfg = compose("loop", overrides=[f"source={option}", *extra])
-        assert instantiate(cfg.source) is not None
+        assert isinstance(instantiate(cfg.source), FrameSource), option
 
 
 def test_dataset_instantiates(synth_root):

@@ -1,10 +1,13 @@
 """Encoders learn: each trained model must beat the mean-ERP floor on held-out identification."""
+import copy
+
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from prosthesis_sim.checkpoint import fit_cached, load_component, save_component
+from prosthesis_sim.data.dataset import load_image
 from prosthesis_sim.evaluate import evaluate_encoder, load_test_images
 
 
@@ -68,11 +71,38 @@ def test_dit_checkpoint_round_trip(small_data, images, trained_dit, tmp_path):
 
 def test_samplers_are_swappable(trained_dit, images):
     _, enc, _ = trained_dit
-    for sampler, steps in (("ddpm", 20), ("dpmsolver++", 10)):
-        enc.sampler, enc.sampling_steps = sampler, steps
-        out = enc.generate(images[:2], seed=0)
-        assert np.isfinite(out).all() and out.shape == (2, 63, 250)
-    enc.sampler, enc.sampling_steps = "ddim", 25
+    saved = enc.sampler, enc.sampling_steps, enc.n_samples, enc.guidance_scale
+    try:
+        for sampler, steps, n, g in (("ddpm", 20, 1, 1.0), ("dpmsolver++", 10, 2, 2.0)):
+            enc.sampler, enc.sampling_steps, enc.n_samples, enc.guidance_scale = sampler, steps, n, g
+            out = enc.generate(images[:2], seed=0)
+            assert np.isfinite(out).all() and out.shape == (2, 63, 250)
+    finally:
+        enc.sampler, enc.sampling_steps, enc.n_samples, enc.guidance_scale = saved
+
+
+def test_fit_cache_refits_when_the_data_change(small_data, tmp_path):
+    cfg = make("mean_erp")
+    _, first = fit_cached(cfg, small_data, tmp_path, "floor")
+    _, same = fit_cached(cfg, small_data, tmp_path, "floor")
+    changed = copy.copy(small_data)
+    changed.train = small_data.train[:-1]
+    _, other = fit_cached(cfg, changed, tmp_path, "floor")
+    assert first == same and other != first
+
+
+def test_ridge_pixels_decoder_reads_measured_signals(small_data):
+    from decoders.ridge_pixels import RidgePixels, grey_thumbnail
+
+    dec = RidgePixels(size=(16, 16))
+    dec.fit(small_data)
+    decoded = dec.decode(small_data.test_average())
+    truth = np.stack([grey_thumbnail(img, (16, 16)) for img in load_test_images(small_data)])
+    err = np.mean((decoded - truth) ** 2)
+    mean_image = np.stack([grey_thumbnail(img, (16, 16)) for img in map(load_image, small_data.train_images)]).mean(0)
+    assert decoded.shape == (len(truth), 16, 16) and decoded.min() >= 0 and decoded.max() <= 1
+    assert err < np.mean((mean_image - truth) ** 2)  # beats guessing the mean training image
+
 
 
 def test_unet_paper_narrow_variant_trains(small_data, tmp_path):

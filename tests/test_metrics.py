@@ -41,3 +41,17 @@ def test_noise_ceiling_matches_known_reliability():
 def test_noise_ceiling_needs_repetitions():
     with pytest.raises(ValueError, match="repetitions"):
         split_half_reliability(np.zeros((3, 1, 2, 5)))
+
+
+def test_ties_and_constant_signals_are_not_identified():
+    rng = np.random.default_rng(2)
+    m = rng.standard_normal((10, 3, 20))
+    assert identification(np.zeros_like(m), m)["top1"] == 0.0  # all r = 0: every image ties
+
+
+def test_non_finite_generated_signals_are_refused():
+    m = np.ones((4, 2, 5))
+    bad = m.copy()
+    bad[1, 0, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        signal_metrics(bad, m)

@@ -222,3 +222,16 @@ def test_late_component_carries_the_concept(signal, subject):
     late = _concept_similarity(y, OCCIPITO_TEMPORAL, LATE)
     assert late > 0.5
     assert late > _concept_similarity(y, OCCIPITAL, EARLY) + 0.05
+
+
+def test_completion_is_recorded_last(tmp_path):
+    from prosthesis_sim.data.synth import is_complete
+
+    assert not is_complete(tmp_path)
+    synthesize(tmp_path / "d", n_subjects=1, n_train_concepts=2, images_per_concept=1, n_test=2, test_reps=2,
+               image_size=32, progress=False)
+    assert is_complete(tmp_path / "d")
+    record = json.loads((tmp_path / "d" / "synth.json").read_text())
+    record["complete"] = False  # what an interrupted run leaves behind
+    (tmp_path / "d" / "synth.json").write_text(json.dumps(record))
+    assert not is_complete(tmp_path / "d")

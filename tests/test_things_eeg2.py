@@ -176,3 +176,32 @@ def test_not_a_dict(tmp_path):
     np.save(tmp_path / "sub-01" / "preprocessed_eeg_training.npy", np.zeros(3))
     with pytest.raises(DataFormatError, match="expected a pickled dict"):
         load_things_eeg2(tmp_path)
+
+
+def test_metadata_sets_the_row_order(tmp_path):
+    write_dataset(tmp_path)
+    meta_path = tmp_path / "images" / "image_metadata.npy"
+    meta = np.load(meta_path, allow_pickle=True).item()
+    order = [3, 0, 5, 1, 4, 2]  # rows of the EEG array need not follow sorted folder order
+    for key in ("train_img_concepts", "train_img_files"):
+        meta[key] = [meta[key][i] for i in order]
+    np.save(meta_path, meta, allow_pickle=True)
+    data = load_things_eeg2(tmp_path)
+    assert [p.name for p in data.train_images] == meta["train_img_files"]
+    assert data.train_concepts[0] == "thing1_training"
+
+
+def test_missing_metadata_key_named(tmp_path):
+    write_dataset(tmp_path)
+    meta_path = tmp_path / "images" / "image_metadata.npy"
+    meta = np.load(meta_path, allow_pickle=True).item()
+    del meta["test_img_files"]
+    np.save(meta_path, meta, allow_pickle=True)
+    with pytest.raises(DataFormatError, match="image_metadata.npy.*test_img_files"):
+        load_things_eeg2(tmp_path)
+
+
+def test_times_shorter_than_data(tmp_path):
+    write_dataset(tmp_path, times=np.arange(10) / 250.0)
+    with pytest.raises(DataFormatError, match="'times' has 10 values but the data has 20"):
+        load_things_eeg2(tmp_path)

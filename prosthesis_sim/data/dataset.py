@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import mne
@@ -51,6 +52,11 @@ class BrainDataset:
     def test_repetitions(self) -> np.ndarray:
         """Test trials before any averaging (for the split-half noise ceiling)."""
         return self.test_raw if self.test_raw is not None else self.test
+
+    @cached_property
+    def normalizer(self) -> "Normalizer":
+        """Per-channel z-scoring with this dataset's training statistics (computed once)."""
+        return Normalizer.fit(self.train)
 
     def signature(self) -> str:
         """A short string that changes when the data a model would fit on changes (for caches)."""

@@ -127,9 +127,9 @@ def synthesize(
     order = _rng(seed, "split").permutation(len(concepts))
     train = sorted((concepts[i] for i in order[:n_train_concepts]), key=lambda c: c["name"])
     test = sorted((concepts[i] for i in order[n_train_concepts:]), key=lambda c: c["name"])
-    (out / "synth.json").write_text(json.dumps(
-        {"generator": "prosthesis_sim.data.synth", "version": VERSION, "args": args,
-         "train_concepts": train, "test_concepts": test}, indent=1))
+    record = {"generator": "prosthesis_sim.data.synth", "version": VERSION, "args": args, "complete": False,
+              "train_concepts": train, "test_concepts": test}
+    (out / "synth.json").write_text(json.dumps(record, indent=1))  # marks the folder as ours from the start
 
     with tqdm(total=len(train) * images_per_concept + len(test), desc="images", disable=not progress) as bar:
         *train_desc, train_folders, train_files = _write_images(
@@ -150,7 +150,18 @@ def synthesize(
             for split, (drives, lags), reps in splits:
                 data = _simulate_split(seed, s, split, subject, drives, lags, reps, noise_mix, bar)
                 _write_eeg(out / f"sub-{s + 1:02d}" / f"preprocessed_eeg_{split}.npy", data)
+    tmp = out / "synth.json.tmp"
+    tmp.write_text(json.dumps({**record, "complete": True}, indent=1))
+    tmp.replace(out / "synth.json")  # only a finished run says complete: an interrupted one is redone
     return out
+
+
+def is_complete(out: str | Path) -> bool:
+    """True when ``out`` holds a synthetic dataset whose generation ran to the end."""
+    try:
+        return bool(json.loads((Path(out) / "synth.json").read_text()).get("complete"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
 
 
 def _rng(seed: int, *keys) -> np.random.Generator:

@@ -35,6 +35,8 @@ class ClipFeatures:
         batch_size: int = 16,
         local_files_only: bool = True,
     ):
+        if device == "auto":  # the encoder's default: run CLIP where the diffusion model runs
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         if dtype != "float32" and not str(device).startswith("cuda"):

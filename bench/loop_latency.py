@@ -1,0 +1,51 @@
+"""Per-stage latency of the closed loop at batch 1 (one camera frame at a time), as a table.
+
+Uses the models of the demo config (fitted and cached on first use, like `make demo`), then varies
+the diffusion sampler's cost knobs on the same trained encoder. Run: `python bench/loop_latency.py`
+(extra Hydra overrides are passed on, e.g. `phosphene=argus_axonmap`).
+"""
+import sys
+import time
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_module
+
+from prosthesis_sim.pipeline import build_loop
+from prosthesis_sim.sources import SampleClip
+
+VARIANTS = [  # (sampler, steps, n_samples, guidance)
+    ("ddim", 25, 8, 3.0),
+    ("ddim", 25, 1, 1.0),
+    ("ddim", 10, 8, 3.0),
+    ("dpmsolver++", 10, 8, 3.0),
+    ("ddpm", 100, 8, 3.0),
+]
+
+
+def main(overrides: list[str]) -> None:
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("demo", overrides=overrides)
+    loop, _ = build_loop(cfg)
+    frames = list(SampleClip(frames_per_photo=2))
+    enc = loop.encoder
+    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch threads {torch.get_num_threads()}, "
+          f"{len(frames)} frames of {frames[0].shape}, phosphene {type(loop.phosphene.model).__name__}")
+    cols = ("sampler", "steps", "samples", "cfg", "encode ms", "decode ms", "phosphene ms", "loop ms", "loop fps",
+            "evaluate ms")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "|".join("---" for _ in cols) + "|")
+    for sampler, steps, n, g in VARIANTS:
+        enc.sampler, enc.sampling_steps, enc.n_samples, enc.guidance_scale = sampler, steps, n, g
+        loop.step(frames[0])  # warm-up
+        lat = [loop.step(f)["latency"] for f in frames]
+        med = {k: float(np.median([x[k] for x in lat])) for k in lat[0]}
+        loop_ms = float(np.median([x["encode_ms"] + x["decode_ms"] + x["phosphene_ms"] for x in lat]))
+        print(f"| {sampler} | {steps} | {n} | {g:.1f} | {med['encode_ms']:.1f} | {med['decode_ms']:.1f} | "
+              f"{med['phosphene_ms']:.1f} | {loop_ms:.1f} | {1000 / loop_ms:.1f} | {med['evaluate_ms']:.1f} |")
+
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    main(sys.argv[1:])
+    print(f"({time.perf_counter() - start:.0f} s)")
