@@ -3,14 +3,19 @@
 The denoiser (``encoders.dit.DiT`` or ``encoders.unet.UNetDenoiser``) predicts the noise added to a
 z-scored signal, given the step and the image features. Training: DDPM forward process from
 diffusers' ``DDPMScheduler``, epsilon-prediction MSE, AdamW, cosine schedule with warm-up, EMA weights,
-optional condition dropout (for classifier-free guidance). ``prediction_type`` picks what the
+optional condition dropout (for classifier-free guidance). With ``train.checkpoint_dir`` the full
+training state (weights, EMA, optimiser, LR schedule, RNG, data order) is written atomically every
+``train.checkpoint_every`` steps, and a rerun resumes exactly where it stopped. ``prediction_type`` picks what the
 denoiser predicts (epsilon by default, as the paper; or the clean signal, or v). Sampling: any diffusers scheduler made from
 the training scheduler's config (DDIM by default), seeded. fp16 autocast on CUDA, float32 on CPU.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,6 +25,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from prosthesis_sim.checkpoint import atomic_write
 from prosthesis_sim.data.dataset import Normalizer
 from prosthesis_sim.features.cache import cached_features, features_for_images
 
@@ -63,7 +69,8 @@ class DiffusionEncoder:
             raise ValueError(f"encoder.inputs must be 'tokens' or 'pooled', got {inputs!r}")
         self.make_denoiser, self.features, self.inputs = denoiser, features, inputs
         self.train_cfg = {"epochs": 50, "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-5, "warmup_steps": 100,
-                          "ema_decay": 0.995, "cond_dropout": 0.1, "grad_clip": 1.0, **dict(train or {})}
+                          "ema_decay": 0.995, "cond_dropout": 0.1, "grad_clip": 1.0,
+                          "checkpoint_dir": None, "checkpoint_every": 0, "resume": True, **dict(train or {})}
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=False,
             prediction_type=prediction_type,
@@ -113,12 +120,38 @@ class DiffusionEncoder:
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         T = self.noise_scheduler.config.num_train_timesteps
-        bar = tqdm(total=total, desc=f"train {type(model).__name__}", unit="step", leave=False, disable=None)
+        state_path = Path(cfg["checkpoint_dir"]) / "train_state.pt" if cfg.get("checkpoint_dir") else None
+        fingerprint = self._fingerprint(data)
+        step, epoch0, batch0, order = 0, 0, 0, None
         self.history = []
-        for _ in range(cfg["epochs"]):
-            order = torch.randperm(len(y), generator=gen).to(self.device)
-            for start in range(0, len(y), cfg["batch_size"]):
-                idx = order[start : start + cfg["batch_size"]]
+        if state_path is not None and cfg.get("resume", True) and state_path.is_file():
+            st = torch.load(state_path, map_location=self.device, weights_only=False)
+            if st["fingerprint"] != fingerprint:
+                raise ValueError(f"{state_path} holds a training run with other settings or data; delete it, "
+                                 "point train.checkpoint_dir elsewhere, or set train.resume=false")
+            model.load_state_dict(st["model"])
+            ema.load_state_dict(st["ema"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            scaler.load_state_dict(st["scaler"])
+            gen.set_state(st["gen"])
+            step, epoch0, batch0, order, self.history = st["step"], st["epoch"], st["batch"], st["order"], st["history"]
+            log.info("resuming from %s at step %d of %d", state_path, step, total)
+
+        def save_state(epoch: int, batch: int) -> None:
+            state = {"fingerprint": fingerprint, "model": model.state_dict(), "ema": ema.state_dict(),
+                     "opt": opt.state_dict(), "sched": sched.state_dict(), "scaler": scaler.state_dict(),
+                     "gen": gen.get_state(), "step": step, "epoch": epoch, "batch": batch, "order": order,
+                     "history": self.history}
+            atomic_write(state_path, lambda tmp: torch.save(state, tmp))
+
+        bar = tqdm(total=total, initial=step, desc=f"train {type(model).__name__}", unit="step", leave=False,
+                   disable=None)
+        for epoch in range(epoch0, cfg["epochs"]):
+            if epoch != epoch0 or order is None:
+                order = torch.randperm(len(y), generator=gen).to(self.device)
+            for batch in range(batch0 if epoch == epoch0 else 0, steps_per_epoch):
+                idx = order[batch * cfg["batch_size"] : (batch + 1) * cfg["batch_size"]]
                 x0, img = y[idx], img_index[idx]
                 noise = torch.randn(x0.shape, generator=gen).to(self.device)
                 t = torch.randint(0, T, (len(idx),), generator=gen).to(self.device)
@@ -138,11 +171,25 @@ class DiffusionEncoder:
                 sched.step()
                 ema.update_parameters(model)
                 self.history.append(loss.item())
+                step += 1
                 bar.update()
                 bar.set_postfix(loss=f"{np.mean(self.history[-50:]):.4f}")
+                if state_path is not None and cfg.get("checkpoint_every") and step % cfg["checkpoint_every"] == 0:
+                    save_state(epoch, batch + 1)
         bar.close()
+        if state_path is not None:
+            save_state(cfg["epochs"], 0)
         self.model.load_state_dict(ema.module.state_dict())
         self.model.eval()
+
+    def _fingerprint(self, data) -> str:
+        """What a resumed run must share with the run it continues: settings, shapes and data."""
+        keep = {k: v for k, v in self.train_cfg.items() if k not in ("checkpoint_dir", "checkpoint_every", "resume")}
+        # skip private keys: "_use_default_values" is a set, listed in a different order by each process
+        sched = {k: v for k, v in self.noise_scheduler.config.items() if not k.startswith("_")}
+        text = json.dumps([keep, sched, self.dims, self.inputs, self.seed,
+                           self.features.cache_id, data.signature()], sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()
 
     def _target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         kind = self.noise_scheduler.config.prediction_type

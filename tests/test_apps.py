@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 BIN = Path(sys.executable).parent
 
@@ -42,3 +44,50 @@ def test_psim_train_reports_bad_root(tmp_path):
     proc = subprocess.run([str(BIN / "psim-train"), "encoder=mean_erp", f"dataset.root={tmp_path / 'nowhere'}",
                            f"out={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode != 0 and "nowhere/sub-01" in proc.stderr
+
+
+def _weights(path):
+    from safetensors.numpy import load_file
+
+    return load_file(path / "encoder" / "weights.safetensors")
+
+
+def test_killed_training_resumes_to_the_same_weights(synth_root, tmp_path):
+    """Kill psim-train mid-run, rerun it: the final weights equal those of an uninterrupted run."""
+    import time
+
+    args = ["encoder=dit", f"dataset.root={synth_root}", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1",
+            "encoder.n_samples=1", "encoder.sampling_steps=2", "train.epochs=40", "train.batch_size=16",
+            "train.checkpoint_every=20"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run(["psim-train", *args, f"out={tmp_path / 'whole'}"], cwd=tmp_path)
+
+    state = tmp_path / "killed" / "train_state" / "train_state.pt"
+    proc = subprocess.Popen([str(BIN / "psim-train"), *args, f"out={tmp_path / 'killed'}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not state.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert state.is_file() and not (tmp_path / "killed" / "metrics.json").exists(), "the run was not killed midway"
+    import torch
+
+    step = torch.load(state, weights_only=False)["step"]
+    assert 0 < step < 320
+    stdout = run(["psim-train", *args, f"out={tmp_path / 'killed'}"], cwd=tmp_path)
+    whole, resumed = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
+    assert whole.keys() == resumed.keys()
+    for k in whole:
+        np.testing.assert_array_equal(whole[k], resumed[k], err_msg=k)
+    assert "DiffusionEncoder" in stdout
+
+
+def test_resume_refuses_a_state_from_other_settings(synth_root, tmp_path):
+    args = ["encoder=dit", f"dataset.root={synth_root}", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1",
+            "encoder.n_samples=1", "encoder.sampling_steps=2", "train.epochs=1", f"out={tmp_path}"]
+    run(["psim-train", *args], cwd=tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(BIN / "psim-train"), *args, "train.lr=0.01"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "train_state.pt holds a training run with other settings" in proc.stderr

@@ -13,7 +13,7 @@ from prosthesis_sim.evaluate import evaluate_encoder, load_test_images
 
 def make(encoder, *overrides):
     with initialize_config_module("configs", version_base="1.3"):
-        cfg = compose("train", overrides=[f"encoder={encoder}", *overrides])
+        cfg = compose("train", overrides=[f"encoder={encoder}", "train.checkpoint_dir=null", *overrides])
     return cfg.encoder
 
 
