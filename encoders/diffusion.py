@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from prosthesis_sim.checkpoint import atomic_write
 from prosthesis_sim.data.dataset import Normalizer
+from prosthesis_sim.data.regions import region_ids
 from prosthesis_sim.features.cache import cached_features, features_for_images
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,14 @@ def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def _region_ids(ch_names: list[str]) -> list[int] | None:
+    """Brain region per channel for region position encodings; None when a name has no known region."""
+    try:
+        return region_ids(ch_names)
+    except ValueError:
+        return None
 
 
 class DiffusionEncoder:
@@ -90,9 +99,10 @@ class DiffusionEncoder:
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=self.device)
         return as_t(tokens), as_t(pooled)
 
-    def _build(self, n_channels: int, n_times: int, n_tokens: int, token_dim: int, pooled_dim: int) -> None:
+    def _build(self, n_channels: int, n_times: int, n_tokens: int, token_dim: int, pooled_dim: int,
+               region_ids: list[int] | None = None) -> None:
         self.dims = {"n_channels": n_channels, "n_times": n_times, "n_tokens": n_tokens,
-                     "token_dim": token_dim, "pooled_dim": pooled_dim}
+                     "token_dim": token_dim, "pooled_dim": pooled_dim, "region_ids": region_ids}
         self.model = self.make_denoiser(**self.dims).to(self.device)
 
     # -- training -----------------------------------------------------------------------------------
@@ -110,7 +120,7 @@ class DiffusionEncoder:
         y = torch.as_tensor(self.norm(data.train).reshape(n_img * n_rep, n_ch, n_t), device=self.device)
         tokens, pooled = self._cond(feats)
         img_index = torch.arange(n_img, device=self.device).repeat_interleave(n_rep)
-        self._build(n_ch, n_t, tokens.shape[1], tokens.shape[2], pooled.shape[-1])
+        self._build(n_ch, n_t, tokens.shape[1], tokens.shape[2], pooled.shape[-1], _region_ids(data.ch_names))
         model = self.model.train()
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema_decay"]))
         opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])

@@ -6,7 +6,7 @@ image feature tokens (Xu et al. v2). A signal (n_channels x n_times) is cut into
 ``patch = (channels_per_patch, samples_per_patch)``; both axes are zero-padded up to a multiple of the
 patch size and the padding is removed at the end with an explicit shape check, never a silent crop.
 The position encoding is learnable and factorised: one embedding per channel group (space) plus one
-per time patch.
+per time patch (or a brain-region embedding, see ``position``).
 """
 from __future__ import annotations
 
@@ -39,12 +39,12 @@ class TimestepEmbedder(nn.Module):
 class DiTBlock(nn.Module):
     """Self-attention over signal patches, cross-attention to image tokens, MLP; adaLN-Zero gated."""
 
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float):
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float, cross: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.attn = nn.MultiheadAttention(hidden, heads, batch_first=True)
-        self.norm_cross = nn.LayerNorm(hidden, eps=1e-6)
-        self.cross = nn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.cross = nn.MultiheadAttention(hidden, heads, batch_first=True) if cross else None
+        self.norm_cross = nn.LayerNorm(hidden, eps=1e-6) if cross else None
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         inner = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden))
@@ -52,12 +52,13 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.ada(c)[:, None].chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift_a, scale_a)
         x = x + gate_a * self.attn(h, h, h, need_weights=False)[0]
-        q = self.norm_cross(x)
-        x = x + self.cross(q, ctx, ctx, need_weights=False)[0]
+        if self.cross is not None:
+            q = self.norm_cross(x)
+            x = x + self.cross(q, ctx, ctx, need_weights=False)[0]
         return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
 
@@ -76,11 +77,22 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
-class DiT(nn.Module):
-    """eps = DiT(x_t, t, image tokens, pooled image vector); x_t: (batch, n_channels, n_times).
+CONDITIONING = ("cross", "adaln", "add", "concat")
 
-    The image tokens (batch, n_tokens, token_dim) get a learned position embedding of their own: the
-    keys must say where in the image a token comes from (Gabor grid cells carry no position).
+
+class DiT(nn.Module):
+    """eps or x0 = DiT(x_t, t, image tokens, pooled image vector); x_t: (batch, n_channels, n_times).
+
+    conditioning: how the image reaches the network (any combination, for the paper's ablation):
+      'cross'  - every block cross-attends to the image tokens (a token sequence; with the encoder's
+                 inputs='pooled' it is the single pooled token, whose attention weight is always 1);
+      'adaln'  - the pooled vector joins the timestep in the adaptive LayerNorm of every block;
+      'add'    - the projected pooled vector is added to every signal patch embedding;
+      'concat' - it is concatenated to every patch embedding, then projected back to the width.
+    position: 'learned' (one embedding per channel group) or 'region' (the mean embedding of the
+    brain regions of the group's channels, from ``region_ids``); a time-patch embedding is added to both.
+    The image tokens get a learned position embedding of their own: the keys must say where in the
+    image a token comes from (Gabor grid cells carry no position).
     """
 
     def __init__(
@@ -90,33 +102,63 @@ class DiT(nn.Module):
         n_tokens: int,
         token_dim: int,
         pooled_dim: int,
-        patch: tuple[int, int] = (63, 10),
+        region_ids: list[int] | None = None,
+        patch: tuple[int, int] = (63, 25),
         hidden: int = 128,
         depth: int = 4,
         heads: int = 4,
         mlp_ratio: float = 4.0,
+        position: str = "learned",
+        conditioning: tuple[str, ...] = ("cross", "adaln"),
     ):
         super().__init__()
         pc, pt = (int(p) for p in patch)
         if pc < 1 or pt < 1:
             raise ValueError(f"patch sizes must be positive, got {patch}")
+        self.conditioning = tuple(conditioning)
+        unknown = set(self.conditioning) - set(CONDITIONING)
+        if unknown or not self.conditioning:
+            raise ValueError(f"conditioning must be a non-empty subset of {CONDITIONING}, got {list(conditioning)}")
         self.n_channels, self.n_times, self.patch = n_channels, n_times, (pc, pt)
         self.pad = ((-n_channels) % pc, (-n_times) % pt)
         self.grid = ((n_channels + self.pad[0]) // pc, (n_times + self.pad[1]) // pt)
         self.patch_embed = nn.Linear(pc * pt, hidden)
-        self.pos_space = nn.Parameter(torch.randn(self.grid[0], hidden) * 0.02)
         self.pos_time = nn.Parameter(torch.randn(self.grid[1], hidden) * 0.02)
+        self._build_space_position(position, region_ids, hidden)
         self.t_embed = TimestepEmbedder(hidden)
-        self.token_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, hidden))
-        self.token_pos = nn.Parameter(torch.randn(n_tokens, hidden) * 0.02)  # e.g. Gabor grid cells carry no position
         self.pooled_proj = nn.Linear(pooled_dim, hidden)
-        self.blocks = nn.ModuleList(DiTBlock(hidden, heads, mlp_ratio) for _ in range(depth))
+        if "cross" in self.conditioning:
+            self.token_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, hidden))
+            self.token_pos = nn.Parameter(torch.randn(n_tokens, hidden) * 0.02)
+        if "concat" in self.conditioning:
+            self.concat_proj = nn.Linear(2 * hidden, hidden)
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden, heads, mlp_ratio, cross="cross" in self.conditioning) for _ in range(depth)
+        )
         self.final = FinalLayer(hidden, pc * pt)
         # Skip path: a patch holds more numbers than the hidden width, so white noise cannot pass
         # through the tokens; g(t) * x_t carries it, and the network models the low-rank signal part.
         self.skip = nn.Linear(hidden, 1)
         nn.init.zeros_(self.skip.weight)
         nn.init.zeros_(self.skip.bias)
+
+    def _build_space_position(self, position: str, region_ids: list[int] | None, hidden: int) -> None:
+        gc, pc = self.grid[0], self.patch[0]
+        if position == "learned":
+            self.pos_space = nn.Parameter(torch.randn(gc, hidden) * 0.02)
+        elif position == "region":
+            if region_ids is None or len(region_ids) != self.n_channels:
+                raise ValueError(f"position='region' needs one region id per channel ({self.n_channels}), "
+                                 f"got {None if region_ids is None else len(region_ids)}")
+            n_regions = max(region_ids) + 1
+            share = torch.zeros(gc, n_regions)  # share[g, r]: fraction of group g's real channels in region r
+            for ch, r in enumerate(region_ids):
+                share[ch // pc, r] += 1
+            self.register_buffer("region_share", share / share.sum(1, keepdim=True))
+            self.region_embed = nn.Parameter(torch.randn(n_regions, hidden) * 0.02)
+        else:
+            raise ValueError(f"position must be 'learned' or 'region', got {position!r}")
+        self.position = position
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         (pc, pt), (gc, gt) = self.patch, self.grid
@@ -133,11 +175,17 @@ class DiT(nn.Module):
             raise ValueError(
                 f"DiT was built for signals of shape ({self.n_channels}, {self.n_times}), got {tuple(x.shape[1:])}"
             )
-        pos = (self.pos_space[:, None] + self.pos_time[None]).reshape(-1, self.pos_space.shape[1])
+        space = self.pos_space if self.position == "learned" else self.region_share @ self.region_embed
+        pos = (space[:, None] + self.pos_time[None]).reshape(-1, space.shape[1])
         h = self.patch_embed(self.patchify(x)) + pos
         t_emb = self.t_embed(t)
-        c = t_emb + self.pooled_proj(pooled)
-        ctx = self.token_proj(tokens) + self.token_pos
+        image = self.pooled_proj(pooled)
+        c = t_emb + image if "adaln" in self.conditioning else t_emb
+        if "add" in self.conditioning:
+            h = h + image[:, None]
+        if "concat" in self.conditioning:
+            h = self.concat_proj(torch.cat([h, image[:, None].expand_as(h)], dim=-1))
+        ctx = self.token_proj(tokens) + self.token_pos if "cross" in self.conditioning else None
         for block in self.blocks:
             h = block(h, c, ctx)
         return self.unpatchify(self.final(h, c)) + self.skip(t_emb)[:, :, None] * x

@@ -20,6 +20,7 @@ class UNetDenoiser(nn.Module):
         n_tokens: int,
         token_dim: int,
         pooled_dim: int,
+        region_ids: list[int] | None = None,  # the UNet sees the montage as an image: no region encoding
         block_out_channels=(128, 256, 512, 512),
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),

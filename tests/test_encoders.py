@@ -2,6 +2,7 @@
 import copy
 
 import numpy as np
+import torch
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
@@ -115,3 +116,36 @@ def test_unet_paper_narrow_variant_trains(small_data, tmp_path):
     save_component(enc, tmp_path / "unet", cfg)
     out = load_component(tmp_path / "unet").generate(load_test_images(small_data)[:2])
     assert out.shape == (2, 63, 250) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("variant", [
+    ["encoder.denoiser.patch=[8,25]", "encoder.denoiser.conditioning=[cross]"],  # 63 channels padded to 64
+    ["encoder.denoiser.patch=[7,25]", "encoder.denoiser.conditioning=[add]"],
+    ["encoder.denoiser.patch=[7,50]", "encoder.denoiser.conditioning=[concat]"],
+    ["encoder.denoiser.patch=[7,25]", "encoder.denoiser.conditioning=[cross]", "encoder.inputs=pooled"],
+])
+def test_dit_paper_narrow_variants_train_and_round_trip(small_data, tmp_path, variant):
+    cfg = make("dit_paper", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "encoder.denoiser.heads=2",
+               "encoder.sampling_steps=3", "encoder.n_samples=2", "train.epochs=3", "train.batch_size=32", *variant)
+    enc = instantiate(cfg)
+    enc.fit(small_data)
+    assert enc.model.position == "region" and enc.dims["region_ids"] is not None
+    assert np.mean(enc.history[-3:]) < np.mean(enc.history[:3])
+    save_component(enc, tmp_path / "dit", cfg)
+    again = load_component(tmp_path / "dit")
+    imgs = load_test_images(small_data)[:2]
+    np.testing.assert_allclose(again.generate(imgs, seed=1), enc.generate(imgs, seed=1), atol=1e-5)
+
+
+def test_region_position_groups_channels_by_region():
+    from encoders.dit import DiT
+    from prosthesis_sim.data.regions import REGIONS, region_ids
+    from tests.test_things_eeg2 import CH63
+
+    ids = region_ids(CH63)
+    dit = DiT(63, 250, 4, 5, 6, region_ids=ids, patch=(8, 25), position="region")
+    share = dit.region_share
+    assert share.shape == (8, len(REGIONS)) and torch.allclose(share.sum(1), torch.ones(8))
+    assert share[-1, REGIONS.index("occipital")] == 1  # the last group: PO4 PO8 O1 Oz O2 (+1 padded row)
+    with pytest.raises(ValueError, match="region id per channel"):
+        DiT(63, 250, 4, 5, 6, patch=(8, 25), position="region")
