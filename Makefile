@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench report clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/loop_latency.py
+
+# The example evaluation report: train every encoder row of bench/encoder_table.py on the synthetic
+# default (both subjects), then build outputs/report/report.md from those runs.
+report: $(STAMP)
+	$(BIN)/python -c "import sys; from prosthesis_sim.data.synth import is_complete; sys.exit(not is_complete('outputs/synth'))" || $(BIN)/psim-synth out=outputs/synth
+	$(BIN)/python bench/encoder_table.py dataset.root=outputs/synth
+	$(BIN)/psim-report runs=outputs/table out=outputs/report
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -1,4 +1,4 @@
-"""Command-line apps (Hydra): psim-synth, psim-train, psim-loop, psim-demo.
+"""Command-line apps (Hydra): psim-synth, psim-train, psim-loop, psim-demo, psim-report.
 
 Configs ship inside the install (package ``configs``), so the commands work from any folder.
 """
@@ -66,3 +66,10 @@ def demo(cfg: DictConfig) -> None:
     print("\n" + format_summary(summary))
     print(f"\ndemo finished in {summary['demo_wall_s']:.0f} s; outputs: {Path(cfg.out) / 'summary.json'} "
           f"and the video {Path(cfg.out) / 'panels.mp4'}")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="report")
+def report(cfg: DictConfig) -> None:
+    from .report import report_main
+
+    report_main(cfg)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from hydra.utils import instantiate
 
-from .checkpoint import atomic_write_text, fit_cached, load_component, save_component
+from .checkpoint import atomic_write_text, fit_cached, load_component, save_component, to_container
 from .evaluate import evaluate_encoder, noise_ceiling, load_test_images, with_ceiling
 from .loop import ClosedLoop, run_loop
 from .render import PanelRenderer
@@ -45,6 +45,8 @@ def train_and_evaluate(cfg, out: str | Path) -> dict:
     result = {
         "dataset": {"root": str(cfg.dataset.root), "subject": data.subject, "description": data.description,
                     "n_train": int(data.train.shape[0]), "n_test": int(data.test.shape[0])},
+        "dataset_config": to_container(cfg.dataset),
+        "seed": int(cfg.seed),
         "encoder_name": cfg.encoder._target_.rsplit(".", 1)[-1],
         "train_s": train_s,
         "noise_ceiling": ceiling,
