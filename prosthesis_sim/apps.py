@@ -28,7 +28,7 @@ def _synth(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="synth")
 def synth(cfg: DictConfig) -> None:
     out = _synth(cfg)
-    print(f"synthetic THINGS-EEG2-format dataset written to {out}")
+    print(f"synthetic dataset ({cfg.get('modality', 'eeg')}, THINGS format) written to {out}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")

@@ -74,7 +74,7 @@ class PanelRenderer:
     def compose(self, frame: np.ndarray, z_signal: np.ndarray, decoded: np.ndarray, percept: np.ndarray,
                 scores: dict) -> np.ndarray:
         panels = [self._grey(frame), self.signal_panel(z_signal), self._grey(decoded), self._grey(percept)]
-        for p, title in zip(panels, ("frame", "generated EEG", "decoded", "percept")):
+        for p, title in zip(panels, ("frame", "generated signal", "decoded", "percept")):
             cv2.putText(p, title, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 160, 0), 1, cv2.LINE_AA)
         text = f"ssim {scores['path_ssim']:.2f}  r {scores['path_pearson']:.2f}"
         cv2.putText(panels[3], text, (4, self.size - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 160, 0), 1, cv2.LINE_AA)

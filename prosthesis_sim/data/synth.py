@@ -1,9 +1,11 @@
-"""Seeded synthetic THINGS-EEG2-like dataset in the NICE on-disk format.
+"""Seeded synthetic THINGS-EEG2-like (NICE format) or THINGS-MEG-like (ATM pickles) dataset.
 
-Images are crops of the photos shipped inside scikit-image plus procedural patterns; the EEG is what a
-small generative "brain" gives for them: a shared ERP, early occipital components driven by low-level
-image statistics, later occipito-temporal components driven by the concept and by nonlinear feature
-combinations, subject-specific gains/latencies/topographies, RSVP overlap, 1/f noise, alpha bursts.
+Images are crops of the photos shipped inside scikit-image plus procedural patterns; the EEG or MEG is
+what a small generative "brain" gives for them: a shared evoked response, early occipital components
+driven by low-level image statistics, later occipito-temporal components driven by the concept and by
+nonlinear feature combinations, subject-specific gains/latencies/topographies, 1/f noise, alpha bursts;
+RSVP overlap for EEG. The modalities share the brain and the sources and differ in how they are
+recorded (sensors, forward model, sampling, paradigm, noise, preprocessing, file format).
 The model and its measured reliability are described in docs/synthetic-data.md.
 """
 from __future__ import annotations
@@ -20,19 +22,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import scipy.fft
+import scipy.signal
 import skimage
 import skimage.io
 from scipy import ndimage
 from tqdm import tqdm
 
 from prosthesis_sim.data.dataset import make_info
+from prosthesis_sim.data.things_meg import FILES as MEG_FILES
+from prosthesis_sim.data.things_meg import ctf_positions, tangent_frame, things_meg_channels
 
 VERSION = 1
 SFREQ = 250.0
 N_TIMES = 250  # 0 .. 0.996 s, as in the NICE files
 N_BASE = 50  # -0.2 .. 0 s, simulated for the baseline correction and then cropped
 N_EPOCH = N_BASE + N_TIMES
-N_RESP = 300  # one image's response is simulated over 1.2 s; every component has decayed by then
+RESPONSE_S = 1.2  # one image's response is simulated over 1.2 s; every component has decayed by then
 SOA = 50  # RSVP at 5 Hz: a new image every 200 ms
 NEIGHBOURS = (-4, -3, -2, -1, 1, 2, 3, 4)  # RSVP positions of the other images overlapping an epoch
 NEIGHBOUR_GAIN = 0.5  # their responses' scale (calibration: at full scale they would cap reliability)
@@ -96,6 +101,16 @@ SOURCE_WIDTH = {"early": 0.028, "late": 0.032}  # m, spatial spread of a source'
 NOISE_LENGTH = 0.04  # m, correlation length of the 1/f sensor noise
 PINK_SD, ALPHA_SD, WHITE_SD = 0.7, 2.0, 0.25
 
+# MEG as the THINGS-MEG files hold it (official preprocessing, then ATM's crop to 0..1.0 s).
+MEG_SFREQ = 200.0
+MEG_N_TIMES = 201  # 0 .. 1.0 s
+MEG_N_BASE = 20  # -0.1 .. 0 s: the official epochs' baseline (z-scored), simulated and then cropped
+MEG_LOWPASS = 40.0  # Hz, the official band-pass's upper edge (its 0.1 Hz high-pass is moot within an epoch)
+CORTEX_RADIUS = 0.07  # m from the head centre: depth of the MEG source dipoles
+ORIENTATION_SD = np.radians(45)  # subject-specific turn of a dipole away from pointing to the vertex
+N_NOISE_DIPOLES = 600  # background-activity dipoles spread over the cortical shell (MEG noise covariance)
+MEG_PINK_SD, MEG_ALPHA_SD, MEG_WHITE_SD = 1.2, 3.3, 0.45
+
 
 def synthesize(
     out,
@@ -108,15 +123,20 @@ def synthesize(
     image_size=128,
     seed=0,
     progress=True,
+    modality="eeg",
 ) -> Path:
-    """Write a THINGS-EEG2-format dataset (NICE preprocessing) to `out` and return `out` as a Path.
+    """Write a THINGS-EEG2-format (modality="eeg", NICE preprocessing) or THINGS-MEG-format
+    (modality="meg", ATM-style pickles) dataset to `out` and return `out` as a Path.
 
-    Layout: sub-XX/preprocessed_eeg_{training,test}.npy (pickled dicts), images/{training,test}_images/,
-    images/image_metadata.npy, synth.json (arguments and generator version). Fully determined by the
-    arguments; seed must be >= 0.
+    Layout: sub-XX/preprocessed_eeg_{training,test}.npy (pickled dicts) or
+    sub-XX/preprocessed_meg_{training,zs_test}.pkl, images/{training,test}_images/,
+    images/image_metadata.npy, synth.json (modality, arguments and generator version). Fully determined
+    by the arguments; seed must be >= 0.
     """
     if min(n_subjects, n_train_concepts, images_per_concept, n_test, train_reps, test_reps) < 1 or image_size < 32:
         raise ValueError("synthesize: every count must be >= 1 and image_size >= 32")
+    if modality not in RECORDINGS:
+        raise ValueError(f"synthesize: modality must be one of {sorted(RECORDINGS)}, got {modality!r}")
     args = dict(out=str(out), n_subjects=n_subjects, n_train_concepts=n_train_concepts,
                 images_per_concept=images_per_concept, n_test=n_test, train_reps=train_reps,
                 test_reps=test_reps, image_size=image_size, seed=seed, progress=progress)
@@ -127,8 +147,8 @@ def synthesize(
     order = _rng(seed, "split").permutation(len(concepts))
     train = sorted((concepts[i] for i in order[:n_train_concepts]), key=lambda c: c["name"])
     test = sorted((concepts[i] for i in order[n_train_concepts:]), key=lambda c: c["name"])
-    record = {"generator": "prosthesis_sim.data.synth", "version": VERSION, "args": args, "complete": False,
-              "train_concepts": train, "test_concepts": test}
+    record = {"generator": "prosthesis_sim.data.synth", "version": VERSION, "modality": modality, "args": args,
+              "complete": False, "train_concepts": train, "test_concepts": test}
     (out / "synth.json").write_text(json.dumps(record, indent=1))  # marks the folder as ours from the start
 
     with tqdm(total=len(train) * images_per_concept + len(test), desc="images", disable=not progress) as bar:
@@ -140,16 +160,16 @@ def synthesize(
         "test_img_concepts": test_folders, "test_img_files": test_files})
 
     brain = _Brain(seed, image_size)
-    positions = _electrode_positions()
-    noise_mix = _noise_mixing(positions)
-    splits = (("training", brain.drives(*train_desc), train_reps), ("test", brain.drives(*test_desc), test_reps))
-    n_images = sum(len(d[0]) for _, d, _ in splits)
-    with tqdm(total=n_subjects * n_images, desc="EEG", disable=not progress) as bar:
+    rec = RECORDINGS[modality]()
+    splits = (("training", brain.drives(*train_desc), train_reps, images_per_concept),
+              ("test", brain.drives(*test_desc), test_reps, 1))
+    n_images = sum(len(drives) for _, (drives, _), *_ in splits)
+    with tqdm(total=n_subjects * n_images, desc=modality.upper(), disable=not progress) as bar:
         for s in range(n_subjects):
-            subject = _Subject.sample(_rng(seed, "subject", s), positions)
-            for split, (drives, lags), reps in splits:
-                data = _simulate_split(seed, s, split, subject, drives, lags, reps, noise_mix, bar)
-                _write_eeg(out / f"sub-{s + 1:02d}" / f"preprocessed_eeg_{split}.npy", data)
+            subject = _Subject.sample(_rng(seed, "subject", s), rec)
+            for split, (drives, lags), reps, per_concept in splits:
+                data = _simulate_split(seed, s, split, subject, drives, lags, reps, bar)
+                rec.write(out / f"sub-{s + 1:02d}", split, data, per_concept)
     tmp = out / "synth.json.tmp"
     tmp.write_text(json.dumps({**record, "complete": True}, indent=1))
     tmp.replace(out / "synth.json")  # only a finished run says complete: an interrupted one is redone
@@ -467,11 +487,50 @@ def _topography(positions: np.ndarray, centres: np.ndarray, width: float) -> np.
 
 
 def _noise_mixing(positions: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a smooth spatial covariance (unit diagonal) from inter-electrode distances."""
+    """Square root of a smooth spatial covariance (unit diagonal) from inter-electrode distances."""
     d2 = ((positions[:, None] - positions[None]) ** 2).sum(-1)
-    cov = 0.9 * np.exp(-d2 / (2 * NOISE_LENGTH**2)) + 0.1 * np.eye(len(positions))
+    return _sqrtm(0.9 * np.exp(-d2 / (2 * NOISE_LENGTH**2)) + 0.1 * np.eye(len(positions)))
+
+
+def _sqrtm(cov: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a covariance matrix: the mixing that gives noise this covariance."""
     vals, vecs = np.linalg.eigh(cov)
     return ((vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T).astype(np.float32)
+
+
+def _sphere_centre(points: np.ndarray) -> np.ndarray:
+    """Least-squares centre of the sphere through `points` (|p|^2 = 2 p.c + k is linear in c and k)."""
+    design = np.concatenate([2 * points, np.ones((len(points), 1))], axis=1)
+    return np.linalg.lstsq(design, (points**2).sum(axis=1), rcond=None)[0][:3]
+
+
+def _dipole_field(sensors: np.ndarray, positions: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    """(n_sensors, k) radial magnetic field of current dipoles (k, 3) in a spherical head centred at the
+    origin: the volume currents add nothing to the radial component, so it is the free-space
+    (q x (r - r0)) . r_hat / |r - r0|^3 (units dropped)."""
+    d = sensors[:, None] - positions[None]
+    radial = sensors / np.linalg.norm(sensors, axis=1, keepdims=True)
+    return np.einsum("skc,sc->sk", np.cross(moments[None], d), radial) / np.linalg.norm(d, axis=-1) ** 3
+
+
+def _shell_directions(n: int) -> np.ndarray:
+    """About n near-uniform unit vectors (Fibonacci sphere) over the part of the head under the helmet."""
+    z = 1 - 2 * (np.arange(n) + 0.5) / n
+    phi = np.arange(n) * np.pi * (3 - np.sqrt(5))
+    dirs = np.stack([np.sqrt(1 - z**2) * np.cos(phi), np.sqrt(1 - z**2) * np.sin(phi), z], axis=1)
+    return dirs[z > -0.4]
+
+
+def _meg_noise_mixing(sensors: np.ndarray) -> np.ndarray:
+    """Square root of the MEG noise covariance (unit diagonal): background brain activity (tangential
+    dipoles all over the cortical shell, seen through the field spread), uniform external fields the
+    CTF synthetic gradiometry leaves, and independent sensor noise."""
+    dirs = _shell_directions(N_NOISE_DIPOLES)
+    fields = np.concatenate([_dipole_field(sensors, CORTEX_RADIUS * dirs, q) for q in tangent_frame(dirs)], axis=1)
+    brain = fields @ fields.T
+    brain /= np.sqrt(np.outer(np.diag(brain), np.diag(brain)))
+    radial = sensors / np.linalg.norm(sensors, axis=1, keepdims=True)
+    return _sqrtm(0.85 * brain + 0.05 * radial @ radial.T + 0.1 * np.eye(len(sensors)))
 
 
 def _mix_channels(matrix: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -485,48 +544,148 @@ def _bump(t: np.ndarray, latency, width) -> np.ndarray:
     return np.exp(-0.5 * ((t - latency) / width) ** 2)
 
 
+def _write_pickle(path: Path, payload: dict) -> None:
+    """Both datasets' files are raw pickles (protocol 4) of a dict."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(payload, f, protocol=4)
+
+
+# ------------------------------------------------------------------------------------- recordings
+
+
+@dataclass(frozen=True)
+class _Recording:
+    """How the brain is recorded: sensors, sampling, paradigm, noise, preprocessing and file format.
+    The brain, the subjects' sources (placed at 10-05 electrode anchors) and the trials are shared."""
+
+    ch_names: tuple[str, ...]
+    sensors: np.ndarray  # (n_channels, 3) m
+    anchors: dict  # 10-05 electrode name -> position (m) around which a source is placed
+    noise_mix: np.ndarray  # (n_channels, n_channels): spatial mixing of the 1/f noise
+    sfreq: float
+    n_base: int  # samples before onset, simulated for the baseline and then cropped
+    n_times: int  # samples written, from onset
+    neighbours: tuple[int, ...]  # onsets (samples) of the other images whose responses overlap an epoch
+    pink_sd: float
+    alpha_sd: float
+    white_sd: float
+
+    @property
+    def n_epoch(self) -> int:
+        return self.n_base + self.n_times
+
+    @property
+    def n_resp(self) -> int:
+        return round(RESPONSE_S * self.sfreq)
+
+
+class _EEG(_Recording):
+    """The NICE files: 63 electrodes, average reference, RSVP at 5 Hz, baseline-mean corrected."""
+
+    def topography(self, rng: np.random.Generator, centres: np.ndarray, width: float) -> np.ndarray:
+        return _topography(self.sensors, centres, width)
+
+    def preprocess(self, x: np.ndarray) -> np.ndarray:
+        x -= x[..., : self.n_base].mean(axis=-1, keepdims=True)
+        return x[..., self.n_base :]
+
+    def write(self, folder: Path, split: str, data: np.ndarray, per_concept: int) -> None:
+        _write_pickle(folder / f"preprocessed_eeg_{split}.npy", {
+            "preprocessed_eeg_data": data, "ch_names": list(self.ch_names),
+            "times": np.round(np.arange(self.n_times) / self.sfreq, 3)})
+
+
+class _MEG(_Recording):
+    """The THINGS-MEG files: 271 CTF sensors, one image every 1.5 s (no overlap), 40 Hz low-pass,
+    baseline z-scored per trial and channel, ATM's 5-D pickles."""
+
+    def topography(self, rng: np.random.Generator, centres: np.ndarray, width: float) -> np.ndarray:
+        """Radial field of tangential dipoles at cortical depth under `centres`, pointing to the vertex
+        turned by a random (subject-specific) angle; peak 1. `width` (the EEG's scalp spread) has no
+        MEG counterpart: the field's spread follows from the depth."""
+        dirs = centres / np.linalg.norm(centres, axis=1, keepdims=True)
+        east, north = tangent_frame(dirs)
+        turn = rng.normal(0, ORIENTATION_SD, (len(dirs), 1))
+        field = _dipole_field(self.sensors, CORTEX_RADIUS * dirs, np.cos(turn) * north + np.sin(turn) * east)
+        topo = field.sum(axis=1)
+        return topo / np.abs(topo).max()
+
+    def preprocess(self, x: np.ndarray) -> np.ndarray:
+        """The official pipeline: low-pass, baseline z-score (mne.baseline.rescale, mode='zscore'), crop."""
+        x = scipy.signal.sosfiltfilt(scipy.signal.butter(4, MEG_LOWPASS, fs=self.sfreq, output="sos"), x, axis=-1)
+        base = x[..., : self.n_base]
+        x = (x - base.mean(axis=-1, keepdims=True)) / base.std(axis=-1, keepdims=True)
+        return x[..., self.n_base :].astype(np.float32)
+
+    def write(self, folder: Path, split: str, data: np.ndarray, per_concept: int) -> None:
+        """(concepts, images per concept, repetitions, channels, times), as ATM reshapes the epochs."""
+        _write_pickle(folder / MEG_FILES[split], {
+            "meg_data": data.reshape(-1, per_concept, *data.shape[1:]), "ch_names": list(self.ch_names),
+            "times": np.round(np.arange(self.n_times) / self.sfreq, 3)})
+
+
+def _eeg() -> _EEG:
+    positions = _electrode_positions()
+    return _EEG(CH_NAMES, positions, dict(zip(CH_NAMES, positions)), _noise_mixing(positions), SFREQ, N_BASE,
+                N_TIMES, tuple(SOA * k for k in NEIGHBOURS), PINK_SD, ALPHA_SD, WHITE_SD)
+
+
+def _meg() -> _MEG:
+    """Sources sit under the same 10-05 anchors as for EEG (electrodes re-centred on their sphere)."""
+    electrodes = _electrode_positions()
+    ch_names = tuple(things_meg_channels())
+    sensors = ctf_positions(ch_names)
+    return _MEG(ch_names, sensors, dict(zip(CH_NAMES, electrodes - _sphere_centre(electrodes))),
+                _meg_noise_mixing(sensors), MEG_SFREQ, MEG_N_BASE, MEG_N_TIMES, (), MEG_PINK_SD, MEG_ALPHA_SD,
+                MEG_WHITE_SD)
+
+
+RECORDINGS = {"eeg": _eeg, "meg": _meg}
+
+
 @dataclass
 class _Subject:
     """What makes one subject's recordings their own: source topographies (jittered positions), gains,
     latency shifts and an idiosyncratic mixing of drives, their ERP, alpha rhythm and noise level."""
 
-    topo: np.ndarray  # (63, n_sources)
+    rec: _Recording
+    topo: np.ndarray  # (n_channels, n_sources)
     latency: np.ndarray  # (n_sources,) s
     width: np.ndarray  # (n_sources,) s
     mixing: np.ndarray  # (n_sources, n_sources): drives -> source amplitudes
-    erp: np.ndarray  # (63, N_RESP)
-    alpha_topo: np.ndarray  # (63,)
+    erp: np.ndarray  # (n_channels, n_resp)
+    alpha_topo: np.ndarray  # (n_channels,)
     alpha_freq: float
     noise_sd: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, positions: np.ndarray) -> "_Subject":
-        index = {name: i for i, name in enumerate(CH_NAMES)}
+    def sample(cls, rng: np.random.Generator, rec: _Recording) -> "_Subject":
         shift = rng.normal(0, 0.007)  # the whole subject is a little faster or slower
 
         def place(anchor):
-            return positions[index[anchor]] + rng.normal(0, 0.007, 3)
+            return rec.anchors[anchor] + rng.normal(0, 0.007, 3)
 
         sources = [("early", a, lat, w) for a, lat, w, _ in EARLY] + [("late", a, lat, w) for a, lat, w in LATE]
-        topo = np.stack([_topography(positions, place(a)[None], SOURCE_WIDTH[kind]) for kind, a, *_ in sources], 1)
+        topo = np.stack([rec.topography(rng, place(a)[None], SOURCE_WIDTH[kind]) for kind, a, *_ in sources], 1)
         spread = np.array([0.005 if kind == "early" else 0.010 for kind, *_ in sources])
         latency = np.array([lat for *_, lat, _ in sources]) + np.clip(shift + rng.normal(0, spread), -0.02, 0.02)
         n = len(sources)
         mixing = (np.eye(n) + rng.normal(0, 0.5 / np.sqrt(n), (n, n))) * rng.lognormal(0, 0.35, n)
-        t = np.arange(N_RESP) / SFREQ
+        t = np.arange(rec.n_resp) / rec.sfreq
         erp = sum(
             amp * rng.lognormal(0, 0.2) * np.outer(
-                _topography(positions, np.stack([place(a) for a in anchors]), SOURCE_WIDTH["late"]),
+                rec.topography(rng, np.stack([place(a) for a in anchors]), SOURCE_WIDTH["late"]),
                 _bump(t, lat + shift + rng.normal(0, 0.005), w))
             for anchors, lat, w, amp in ERP)
-        alpha_topo = ALPHA_SD * rng.lognormal(0, 0.3) * _topography(positions, place("POz")[None], 0.05)
-        return cls(topo.astype(np.float32), latency, np.array([w for *_, w in sources]), mixing.astype(np.float32),
-                   erp.astype(np.float32), alpha_topo.astype(np.float32),
+        alpha_topo = rec.alpha_sd * rng.lognormal(0, 0.3) * rec.topography(rng, place("POz")[None], 0.05)
+        return cls(rec, topo.astype(np.float32), latency, np.array([w for *_, w in sources]),
+                   mixing.astype(np.float32), erp.astype(np.float32), alpha_topo.astype(np.float32),
                    float(rng.uniform(9, 11)), float(rng.lognormal(0, 0.1)))
 
     def responses(self, drives: np.ndarray, lags: np.ndarray) -> np.ndarray:
-        """(n, 63, N_RESP) noise-free responses (ERP + image-dependent sources) from onset."""
-        t = np.arange(N_RESP, dtype=np.float32) / SFREQ
+        """(n, n_channels, n_resp) noise-free responses (ERP + image-dependent sources) from onset."""
+        t = np.arange(self.rec.n_resp, dtype=np.float32) / self.rec.sfreq
         waves = _bump(t, (self.latency + lags)[..., None], self.width[:, None]).astype(np.float32)
         return (_mix_channels(self.topo, (drives @ self.mixing)[..., None] * waves) + self.erp).astype(np.float32)
 
@@ -535,38 +694,39 @@ class _Subject:
 
 
 def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np.ndarray, lags: np.ndarray,
-                    reps: int, noise_mix: np.ndarray, bar) -> np.ndarray:
-    """(n_images, reps, 63, N_TIMES) float32 single trials, simulated in chunks of trials."""
-    n = len(drives)
-    rng = _rng(seed, "rsvp", s, split)
-    pool_idx = rng.choice(n, min(n, 256), replace=False)  # images whose responses overlap as RSVP neighbours
-    pool = NEIGHBOUR_GAIN * subject.responses(drives[pool_idx], lags[pool_idx])
-    data = np.empty((n, reps, len(CH_NAMES), N_TIMES), np.float32)
+                    reps: int, bar) -> np.ndarray:
+    """(n_images, reps, n_channels, n_times) float32 single trials, simulated in chunks of trials."""
+    n, rec = len(drives), subject.rec
+    pool = None  # responses of the images that overlap as paradigm neighbours
+    if rec.neighbours:
+        pool_idx = _rng(seed, "rsvp", s, split).choice(n, min(n, 256), replace=False)
+        pool = NEIGHBOUR_GAIN * subject.responses(drives[pool_idx], lags[pool_idx])
+    data = np.empty((n, reps, len(rec.ch_names), rec.n_times), np.float32)
     per_chunk = max(1, TRIALS_PER_CHUNK // reps)
     for c, start in enumerate(range(0, n, per_chunk)):
         sl = slice(start, start + per_chunk)
         own = subject.responses(drives[sl], lags[sl])
-        data[sl] = _trials(_rng(seed, "trials", s, split, c), own, reps, pool, subject, noise_mix).reshape(
-            -1, reps, len(CH_NAMES), N_TIMES)
+        data[sl] = _trials(_rng(seed, "trials", s, split, c), own, reps, pool, subject).reshape(
+            -1, reps, len(rec.ch_names), rec.n_times)
         bar.update(len(own))
     return data
 
 
-def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarray, subject: _Subject,
-            noise_mix: np.ndarray) -> np.ndarray:
-    """(len(own) * reps, 63, N_TIMES) single trials as the NICE preprocessing leaves them: own response
-    (trial gain and latency jitter) + overlapping RSVP neighbours + 1/f noise + alpha + sensor noise,
-    baseline-corrected on -0.2..0 s and cropped to 0..1 s."""
+def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarray | None,
+            subject: _Subject) -> np.ndarray:
+    """(len(own) * reps, n_channels, n_times) single trials as the dataset's preprocessing leaves them:
+    own response (trial gain and latency jitter) + overlapping neighbours (EEG RSVP) + 1/f noise + alpha
+    + sensor noise, preprocessed (baseline, crop to the written window)."""
+    rec = subject.rec
     n = len(own) * reps
-    x = np.zeros((n, len(CH_NAMES), N_EPOCH), np.float32)
-    _add_shifted(x, own, np.repeat(np.arange(len(own)), reps), N_BASE + rng.integers(-2, 3, n))
+    x = np.zeros((n, len(rec.ch_names), rec.n_epoch), np.float32)
+    _add_shifted(x, own, np.repeat(np.arange(len(own)), reps), rec.n_base + rng.integers(-2, 3, n))
     x *= rng.lognormal(0, 0.2, n).astype(np.float32)[:, None, None]
-    for k in NEIGHBOURS:
-        _add_shifted(x, pool, rng.integers(len(pool), size=n), N_BASE + SOA * k + rng.integers(-2, 3, n))
-    x += subject.noise_sd * (PINK_SD * _pink(rng, n, noise_mix) + _alpha(rng, n, subject))
-    x += WHITE_SD * rng.standard_normal(x.shape, dtype=np.float32)
-    x -= x[..., :N_BASE].mean(axis=-1, keepdims=True)
-    return x[..., N_BASE:]
+    for onset in rec.neighbours:
+        _add_shifted(x, pool, rng.integers(len(pool), size=n), rec.n_base + onset + rng.integers(-2, 3, n))
+    x += subject.noise_sd * (rec.pink_sd * _pink(rng, n, rec) + _alpha(rng, n, subject))
+    x += rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
+    return rec.preprocess(x)
 
 
 def _add_shifted(x: np.ndarray, resp: np.ndarray, which: np.ndarray, onset: np.ndarray) -> None:
@@ -578,34 +738,27 @@ def _add_shifted(x: np.ndarray, resp: np.ndarray, which: np.ndarray, onset: np.n
             x[rows, :, lo:hi] += resp[which[rows], :, lo - o:hi - o]
 
 
-def _pink(rng: np.random.Generator, n: int, mix: np.ndarray) -> np.ndarray:
-    """(n, 63, N_EPOCH) spatially correlated 1/f noise, unit variance per channel."""
+def _pink(rng: np.random.Generator, n: int, rec: _Recording) -> np.ndarray:
+    """(n, n_channels, n_epoch) spatially correlated 1/f noise, unit variance per channel."""
     def shape(f):
         return 1 / np.sqrt(np.maximum(np.abs(f), 1.0))
 
-    norm = np.sqrt(np.mean(shape(scipy.fft.fftfreq(N_EPOCH, 1 / SFREQ)) ** 2))
-    spectrum = scipy.fft.rfft(rng.standard_normal((n, len(mix), N_EPOCH), dtype=np.float32), axis=-1)
-    pink = scipy.fft.irfft(spectrum * (shape(scipy.fft.rfftfreq(N_EPOCH, 1 / SFREQ)) / norm).astype(np.float32),
-                           n=N_EPOCH, axis=-1)
-    return _mix_channels(mix, pink)
+    n_epoch, sfreq = rec.n_epoch, rec.sfreq
+    norm = np.sqrt(np.mean(shape(scipy.fft.fftfreq(n_epoch, 1 / sfreq)) ** 2))
+    spectrum = scipy.fft.rfft(rng.standard_normal((n, len(rec.noise_mix), n_epoch), dtype=np.float32), axis=-1)
+    pink = scipy.fft.irfft(spectrum * (shape(scipy.fft.rfftfreq(n_epoch, 1 / sfreq)) / norm).astype(np.float32),
+                           n=n_epoch, axis=-1)
+    return _mix_channels(rec.noise_mix, pink)
 
 
 def _alpha(rng: np.random.Generator, n: int, subject: _Subject) -> np.ndarray:
-    """(n, 63, N_EPOCH) posterior alpha: per trial a frequency near the subject's peak, a random phase
-    and two bursts with random timing, duration and strength."""
-    t = (np.arange(N_EPOCH) - N_BASE) / SFREQ
+    """(n, n_channels, n_epoch) posterior alpha: per trial a frequency near the subject's peak, a random
+    phase and two bursts with random timing, duration and strength."""
+    rec = subject.rec
+    t = (np.arange(rec.n_epoch) - rec.n_base) / rec.sfreq
     freq = subject.alpha_freq + rng.normal(0, 0.4, (n, 1))
     phase = rng.uniform(0, 2 * np.pi, (n, 1))
     centre, width = rng.uniform(t[0], t[-1], (n, 2, 1)), rng.uniform(0.1, 0.3, (n, 2, 1))
     envelope = (rng.lognormal(0, 0.5, (n, 2, 1)) * _bump(t, centre, width)).sum(axis=1)
     wave = (envelope * np.cos(2 * np.pi * freq * t + phase)).astype(np.float32)
     return wave[:, None, :] * subject.alpha_topo[None, :, None]
-
-
-def _write_eeg(path: Path, data: np.ndarray) -> None:
-    """The NICE file: a raw pickle (protocol 4) of a dict, despite the .npy extension."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"preprocessed_eeg_data": data, "ch_names": list(CH_NAMES),
-               "times": np.round(np.arange(N_TIMES) / SFREQ, 3)}
-    with open(path, "wb") as f:
-        pickle.dump(payload, f, protocol=4)

@@ -33,8 +33,8 @@ def subject_dir_name(subject: int | str) -> str:
         raise ValueError(f"subject must be a number such as 1 or a folder name such as 'sub-01', got {subject!r}") from None
 
 
-def read_pickled_dict(path: Path) -> dict:
-    """Load a NICE-style '.npy' that is really a pickled dict (raw pickle or 0-d object array)."""
+def read_pickled_dict(path: Path, keys: tuple[str, ...] = KEYS) -> dict:
+    """Load a pickled dict (a raw pickle, also behind a '.npy' name, or a 0-d object array) holding ``keys``."""
     if not path.is_file():
         raise FileNotFoundError(f"missing data file {path}")
     try:
@@ -44,8 +44,8 @@ def read_pickled_dict(path: Path) -> dict:
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()
     if not isinstance(obj, dict):
-        raise DataFormatError(f"{path}: expected a pickled dict with keys {KEYS}, found {type(obj).__name__}")
-    missing = [k for k in KEYS if k not in obj]
+        raise DataFormatError(f"{path}: expected a pickled dict with keys {keys}, found {type(obj).__name__}")
+    missing = [k for k in keys if k not in obj]
     if missing:
         raise DataFormatError(f"{path}: missing field(s) {missing}; found {sorted(obj)}")
     return obj
@@ -63,12 +63,17 @@ def _check_signals(path: Path, data, n_channels: int | None) -> np.ndarray:
             f"{path}: 'preprocessed_eeg_data' has {data.shape[2]} channels but 'ch_names' lists {n_channels}"
         )
     data = data.astype(np.float32, copy=False)
-    for i in range(0, len(data), 256):  # chunked: the real training array is 4 GB
-        if not np.isfinite(data[i : i + 256]).all():
-            bad = np.argwhere(~np.isfinite(data[i : i + 256]))[0]
-            bad[0] += i
-            raise DataFormatError(f"{path}: 'preprocessed_eeg_data' holds NaN/Inf, first at index {tuple(int(b) for b in bad)}")
+    check_finite(path, "preprocessed_eeg_data", data)
     return data
+
+
+def check_finite(path: Path, field: str, data: np.ndarray) -> None:
+    """Chunked over the first axis: the real training arrays are several GB."""
+    for i in range(0, len(data), 256):
+        bad = np.argwhere(~np.isfinite(data[i : i + 256]))
+        if len(bad):
+            bad[0, 0] += i
+            raise DataFormatError(f"{path}: {field!r} holds NaN/Inf, first at index {tuple(int(b) for b in bad[0])}")
 
 
 def _align_times(path: Path, times, n_times: int) -> np.ndarray:
@@ -107,7 +112,7 @@ def _image_lists(image_root: Path, split: str, n_images: int) -> tuple[list[Path
         concepts = [p.parent.name for p in paths]
     if len(paths) != n_images:
         raise DataFormatError(
-            f"{folder}: {len(paths)} images listed but the {split} EEG array has {n_images} rows"
+            f"{folder}: {len(paths)} images listed but the {split} data array has {n_images} rows"
         )
     missing = [p for p in paths[:: max(1, len(paths) // 50)] if not p.is_file()]
     if missing:

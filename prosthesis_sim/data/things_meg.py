@@ -1,0 +1,293 @@
+"""THINGS-MEG loader: ATM-style pickles or the official MNE epochs file (real or synthetic files alike).
+
+See ../shared/data-formats.md and docs/meg.md. Errors name the file and the field, as in the EEG loader.
+The sensors get template positions from MNE's CTF-275 layout, so every THINGS-MEG source (pickles carry
+channel names only) yields the same mne.Info and the same topomaps.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+import mne
+import numpy as np
+from mne.io.constants import FIFF
+
+from .dataset import BrainDataset
+from .things_eeg2 import DataFormatError, _align_times, _image_lists, check_finite, read_pickled_dict, subject_dir_name
+
+log = logging.getLogger(__name__)
+
+KEYS = ("meg_data", "ch_names", "times")
+FILES = {"training": "preprocessed_meg_training.pkl", "test": "preprocessed_meg_zs_test.pkl"}
+EPOCHS_FILE = "preprocessed_P{n}-epo.fif"
+METADATA = ("trial_type", "image_path")  # epochs metadata columns the loader needs
+TRIAL_TYPES = {"exp": "training", "test": "test"}  # trial_type -> split; other trials (catch) are skipped
+WINDOW = (0.0, 1.0)  # s: the epochs are cropped to this, as the ATM pickles are
+EPOCHS_PER_READ = 1024  # epochs read from the .fif at once (the real file is 27,000 epochs)
+
+LAYOUT = "CTF-275"
+ABSENT = ("MLF25", "MRF43", "MRO13")  # CTF-275 sensors the NIH system that recorded THINGS-MEG lacks
+DROPPED = ("MRO11",)  # malfunctioning; dropped by the official preprocessing
+SERIAL = "1609"  # the system's suffix on every channel name ('MLC11-1609')
+SENSOR_RADIUS = 0.11  # m from the head centre: the template helmet
+LAYOUT_SPAN = np.radians(110)  # polar angle (from the vertex) of the layout's outermost sensor
+
+
+def things_meg_channels() -> list[str]:
+    """The 271 channel names of the THINGS-MEG files, in their order (CTF-275 minus 4)."""
+    return [f"{name}-{SERIAL}" for name in _layout_xy() if name not in ABSENT + DROPPED]
+
+
+def _sensor(ch_name: str) -> str:
+    """CTF sensor name without the system serial: 'MLC11-1609' and 'MLC11-2622' are both 'MLC11'."""
+    return ch_name.split("-")[0].strip()
+
+
+@lru_cache(maxsize=1)
+def _layout_xy() -> dict[str, np.ndarray]:
+    """CTF-275 layout box centres by sensor name, centred on the layout's bounding box."""
+    layout = mne.channels.read_layout(LAYOUT)
+    xy = layout.pos[:, :2] + layout.pos[:, 2:] / 2
+    xy -= (xy.min(axis=0) + xy.max(axis=0)) / 2
+    return {_sensor(name): p for name, p in zip(layout.names, xy)}
+
+
+def ctf_positions(ch_names: list[str]) -> np.ndarray:
+    """(n, 3) template sensor positions (m, head centre at the origin, x right, y front, z up).
+
+    The 2-D layout is read as an azimuthal equidistant projection (the one MNE's topomaps use): distance
+    from the centre -> polar angle (outermost sensor at LAYOUT_SPAN), on a sphere of SENSOR_RADIUS. So
+    topomaps drawn from these positions reproduce the layout.
+    """
+    xy = _layout_xy()
+    unknown = [c for c in ch_names if _sensor(c) not in xy]
+    if unknown:
+        raise ValueError(f"not {LAYOUT} sensor names: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    flat = np.array([xy[_sensor(c)] for c in ch_names])
+    theta = np.hypot(*flat.T) / max(np.hypot(*p) for p in xy.values()) * LAYOUT_SPAN
+    phi = np.arctan2(flat[:, 1], flat[:, 0])
+    return SENSOR_RADIUS * np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], 1)
+
+
+def tangent_frame(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors (east, north) tangent to the sphere at unit `directions` (k, 3); north points
+    towards the vertex (+z). At the vertex itself east is +x."""
+    east = np.cross([0.0, 0.0, 1.0], directions)
+    norm = np.linalg.norm(east, axis=1, keepdims=True)
+    east = np.where(norm > 1e-9, east / np.maximum(norm, 1e-9), [1.0, 0.0, 0.0])
+    return east, np.cross(directions, east)
+
+
+def make_meg_info(ch_names: list[str], sfreq: float) -> mne.Info:
+    """An mne.Info of magnetometers at the CTF-275 template positions (radial normals).
+
+    Coil type 'point magnetometer', not CTF axial gradiometer: for CTF coils mne.channels.find_layout
+    returns all 275 layout sensors whatever the info holds, while for these it derives the layout from
+    the channels' own positions, so render.sensor_xy and mne.viz.plot_topomap both get one position per
+    channel, in channel order.
+    """
+    positions = ctf_positions(ch_names)
+    radial = positions / np.linalg.norm(positions, axis=1, keepdims=True)
+    east, north = tangent_frame(radial)
+    info = mne.create_info(list(ch_names), sfreq=sfreq, ch_types="mag")
+    for ch, *frame in zip(info["chs"], positions, east, north, radial):
+        ch["coil_type"] = FIFF.FIFFV_COIL_POINT_MAGNETOMETER
+        ch["loc"][:12] = np.concatenate(frame)
+    return info
+
+
+# ------------------------------------------------------------------------------------------ loader
+
+
+def load_things_meg(
+    root: str | Path,
+    image_root: str | Path | None = None,
+    subject: int | str = 1,
+    average_train: bool = True,
+    average_test: bool = True,
+    cache_dir: str | Path | None = None,
+    drop_first_sample: bool = True,
+) -> BrainDataset:
+    """Read one subject of THINGS-MEG into a BrainDataset, from whichever form is on disk.
+
+    Looked for, in this order: ``<root>/sub-XX/preprocessed_meg_{training,zs_test}.pkl`` (ATM style),
+    then ``preprocessed_P{n}-epo.fif`` in ``<root>/sub-XX/`` or ``<root>/`` (the official release keeps
+    all participants in one folder). Both give 0..1.0 s at 200 Hz (201 samples); drop_first_sample drops
+    t = 0, leaving the 200 samples the paper uses. Averaging and caches as in load_things_eeg2.
+    """
+    root = Path(root)
+    image_root = Path(image_root) if image_root is not None else root / "images"
+    sub = subject_dir_name(subject)
+    pickles = {split: root / sub / name for split, name in FILES.items()}
+    epochs = _epochs_candidates(root, sub)
+    if any(p.is_file() for p in pickles.values()):
+        ch_names, times, splits, description = _load_pickles(pickles, image_root)
+    elif any(p.is_file() for p in epochs):
+        ch_names, times, splits, description = _load_epochs(next(p for p in epochs if p.is_file()), image_root)
+    else:
+        looked = [str(p) for p in [*pickles.values(), *epochs]]
+        raise FileNotFoundError(f"no THINGS-MEG files for dataset.subject={subject} under {root}; looked for {looked}")
+    sfreq = float(np.round(1.0 / np.median(np.diff(times)), 6))
+    first = 1 if drop_first_sample else 0
+    (train, train_images, train_concepts), (test, test_images, test_concepts) = splits["training"], splits["test"]
+    log.info("%s: %s, train %s, test %s, %d samples from %.3f s", root / sub, description, train.shape,
+             test.shape, len(times) - first, times[first])
+    train, test = train[..., first:], np.ascontiguousarray(test[..., first:])
+    return BrainDataset(
+        info=make_meg_info(ch_names, sfreq),
+        times=times[first:],
+        train=train.mean(axis=1, keepdims=True) if average_train else np.ascontiguousarray(train),
+        test=test.mean(axis=1, keepdims=True) if average_test else test,
+        train_images=train_images,
+        test_images=test_images,
+        train_concepts=train_concepts,
+        test_concepts=test_concepts,
+        subject=sub,
+        description=f"{description}, {sfreq:g} Hz",
+        cache_dir=Path(cache_dir) if cache_dir is not None else root / ".cache",
+        test_raw=test,
+    )
+
+
+def _epochs_candidates(root: Path, sub: str) -> list[Path]:
+    """Where the epochs file may be: it is named by participant number (sub-01 -> P1)."""
+    number = re.search(r"(\d+)$", sub)
+    if number is None:
+        return []
+    name = EPOCHS_FILE.format(n=int(number.group(1)))
+    return [root / sub / name, root / name]
+
+
+def _check_ch_names(path: Path, ch_names: list[str]) -> list[str]:
+    try:
+        ctf_positions(ch_names)
+    except ValueError as err:
+        raise DataFormatError(f"{path}: 'ch_names' are not all {LAYOUT} sensors ({err})") from err
+    return ch_names
+
+
+# ------------------------------------------------------------------------------------------ ATM pickles
+
+
+def _pickled_signals(path: Path, data, n_channels: int) -> np.ndarray:
+    """(images, repetitions, channels, times) float32 from the file's 5-D array.
+
+    Both ATM files are (concepts, images per concept, repetitions, channels, times): training
+    (1654, 12, 1, ...) holds 12 images of a concept seen once, test (200, 1, 12, ...) one image seen 12
+    times. So images are concepts x images per concept, in row-major order, for both.
+    """
+    data = np.asarray(data)
+    if data.ndim != 5:
+        raise DataFormatError(
+            f"{path}: field 'meg_data' must be 5-D (concepts, images per concept, repetitions, channels, "
+            f"times), got shape {data.shape}"
+        )
+    if data.shape[3] != n_channels:
+        raise DataFormatError(f"{path}: 'meg_data' has {data.shape[3]} channels but 'ch_names' lists {n_channels}")
+    data = data.astype(np.float32, copy=False)
+    check_finite(path, "meg_data", data)
+    return data.reshape(-1, *data.shape[2:])
+
+
+def _load_pickles(paths: dict[str, Path], image_root: Path) -> tuple[list[str], np.ndarray, dict, str]:
+    payload = {split: read_pickled_dict(path, KEYS) for split, path in paths.items()}
+    names = {s: [str(c) for c in payload[s]["ch_names"]] for s in paths}
+    signals = {s: _pickled_signals(paths[s], payload[s]["meg_data"], len(names[s])) for s in paths}
+    if names["test"] != names["training"]:
+        raise DataFormatError(f"{paths['test']}: 'ch_names' differ from those in {paths['training']}")
+    ch_names = _check_ch_names(paths["training"], names["training"])
+    n_times = signals["training"].shape[3]
+    if signals["test"].shape[3] != n_times:
+        raise DataFormatError(
+            f"{paths['test']}: {signals['test'].shape[3]} time samples, but {paths['training']} has {n_times}")
+    times = _align_times(paths["training"], payload["training"]["times"], n_times)
+    splits = {s: (x, *_image_lists(image_root, s, len(x))) for s, x in signals.items()}
+    return ch_names, times, splits, f"THINGS-MEG ATM pickles ({len(ch_names)} CTF channels)"
+
+
+# ------------------------------------------------------------------------------------------ MNE epochs
+
+
+def _load_epochs(path: Path, image_root: Path) -> tuple[list[str], np.ndarray, dict, str]:
+    """The official epochs file. Its metadata (sample_attributes_P{n}.csv) says, per epoch, the split
+    ('trial_type': exp = training, test = test, catch = skipped) and the image ('image_path', whose file
+    name identifies the image and whose folder names the concept). As in the ATM pickles, training
+    images of concepts that have a test image are left out (zero-shot test). Rows follow the image
+    folders' order (image_metadata.npy or sorted folders, as for the pickles); repetitions follow the
+    epochs' order and must be equally many for every image of a split."""
+    try:
+        epochs = mne.read_epochs(path, preload=False, verbose="error")
+    except Exception as err:  # MNE raises many types for a damaged or foreign file
+        raise DataFormatError(f"{path}: cannot be read with mne.read_epochs ({err})") from err
+    meta = epochs.metadata
+    missing = [c for c in METADATA if meta is None or c not in meta.columns]
+    if missing:
+        found = [] if meta is None else list(meta.columns)
+        raise DataFormatError(f"{path}: epochs metadata lacks column(s) {missing}; found {found}")
+    picks = mne.pick_types(epochs.info, meg="mag", ref_meg=False)
+    if len(picks) == 0:
+        raise DataFormatError(f"{path}: no magnetometer channels among {epochs.ch_names[:5]} ...")
+    ch_names = _check_ch_names(path, [epochs.ch_names[p] for p in picks])
+    window = _window(path, epochs.times, epochs.info["sfreq"])
+    splits = {}
+    for split, trials in _trials_by_image(path, meta).items():
+        images, concepts = _image_lists(image_root, split, len(trials))
+        index = _trial_matrix(path, split, trials, images)
+        data = _read_trials(epochs, picks, window, index)
+        check_finite(path, f"{split} epochs data", data)
+        splits[split] = (data, images, concepts)
+    return ch_names, epochs.times[window], splits, f"THINGS-MEG MNE epochs {path.name} ({len(ch_names)} CTF channels)"
+
+
+def _window(path: Path, times: np.ndarray, sfreq: float) -> np.ndarray:
+    """Sample indices of WINDOW (to half a sample, so float times do not drop its last sample)."""
+    half = 0.5 / sfreq
+    if times[0] > WINDOW[0] + half or times[-1] < WINDOW[1] - half:
+        raise DataFormatError(
+            f"{path}: epochs span {times[0]:.3f}..{times[-1]:.3f} s; the loader needs {WINDOW[0]}..{WINDOW[1]} s")
+    return np.flatnonzero((times > WINDOW[0] - half) & (times < WINDOW[1] + half))
+
+
+def _trials_by_image(path: Path, meta) -> dict[str, dict[str, list[int]]]:
+    """split -> image file name -> epoch indices, in epoch order."""
+    images = [PurePosixPath(str(p).replace("\\", "/")) for p in meta["image_path"]]
+    splits = [TRIAL_TYPES.get(str(t)) for t in meta["trial_type"]]
+    test_concepts = {im.parent.name for im, s in zip(images, splits) if s == "test"}
+    trials: dict[str, dict[str, list[int]]] = {"training": {}, "test": {}}
+    left_out = 0
+    for i, (im, split) in enumerate(zip(images, splits)):
+        if split == "training" and im.parent.name in test_concepts:
+            left_out += 1
+        elif split is not None:
+            trials[split].setdefault(im.name, []).append(i)
+    if not trials["training"] or not trials["test"]:
+        raise DataFormatError(f"{path}: metadata 'trial_type' must mark both 'exp' (training) and 'test' epochs")
+    log.info("%s: %d training epochs of test concepts left out (zero-shot test)", path, left_out)
+    return trials
+
+
+def _trial_matrix(path: Path, split: str, trials: dict[str, list[int]], images: list[Path]) -> np.ndarray:
+    """(n_images, repetitions) epoch indices, rows in the order of `images`."""
+    counts = {len(t) for t in trials.values()}
+    if len(counts) > 1:
+        raise DataFormatError(
+            f"{path}: {split} images have {min(counts)} to {max(counts)} epochs each; the loader needs the same "
+            f"number for every image of a split"
+        )
+    missing = [im for im in images if im.name not in trials]
+    if missing:
+        raise DataFormatError(f"{path}: image {missing[0]} has no {split} epochs (metadata 'image_path')")
+    return np.array([trials[im.name] for im in images])
+
+
+def _read_trials(epochs: mne.BaseEpochs, picks: np.ndarray, window: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """index (n_images, reps) -> float32 (n_images, reps, channels, times), a block of epochs at a time."""
+    flat = index.ravel()
+    out = np.empty((len(flat), len(picks), len(window)), np.float32)
+    for start in range(0, len(flat), EPOCHS_PER_READ):
+        rows = flat[start : start + EPOCHS_PER_READ]
+        out[start : start + len(rows)] = epochs.get_data(picks=picks, item=rows, verbose="error")[..., window]
+    return out.reshape(*index.shape, len(picks), len(window))

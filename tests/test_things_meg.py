@@ -1,0 +1,317 @@
+"""THINGS-MEG: loader round trips of tiny files in both on-disk forms (ATM pickles, MNE epochs), every
+error case, topomaps on the template sensor positions, and the synthetic MEG generator."""
+import json
+import pickle
+
+import cv2
+import matplotlib
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+
+from prosthesis_sim.data.synth import synthesize
+from prosthesis_sim.data.things_eeg2 import DataFormatError
+from prosthesis_sim.data.things_meg import load_things_meg, make_meg_info, things_meg_channels
+from prosthesis_sim.render import sensor_xy
+
+matplotlib.use("Agg")
+
+ALL = things_meg_channels()
+CH = ALL[::27]  # 11 channels spread over the helmet: enough for the loader, fast
+SFREQ = 200.0
+N_T = 201  # 0 .. 1.0 s
+TRAIN, TEST = "preprocessed_meg_training.pkl", "preprocessed_meg_zs_test.pkl"
+SYNTH = dict(n_subjects=1, n_train_concepts=3, images_per_concept=2, n_test=12, train_reps=1, test_reps=12,
+             image_size=32, seed=0, progress=False, modality="meg")
+
+
+def write_images(root, train=(3, 2), n_test=4):
+    """THINGS-style folders (no image_metadata.npy: sorted order = row order). Returns, per split, the
+    (concept, file name) of each image in row order."""
+    rows = {"training": [], "test": []}
+    for split, n_concepts, per, stem, suffix in (("training", *train, "thing", "b"), ("test", n_test, 1, "novel", "s")):
+        for c in range(n_concepts):
+            concept = f"{stem}{c}"
+            folder = root / "images" / f"{split}_images" / f"{c + 1:05d}_{concept}"
+            folder.mkdir(parents=True)
+            for i in range(per):
+                name = f"{concept}_{i + 1:02d}{suffix}.jpg"
+                cv2.imwrite(str(folder / name), np.full((8, 8, 3), 10 * c + i, np.uint8))
+                rows[split].append((concept, name))
+    return rows
+
+
+def signals(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def write_pickles(root, train=(3, 2), n_test=4, reps=(1, 6), ch=CH, n_t=N_T, seed=0):
+    """ATM-style files: both (concepts, images per concept, repetitions, channels, times), float64 as
+    ATM saves epochs.get_data(). Returns the two 5-D arrays."""
+    tr = signals((*train, reps[0], len(ch), n_t), seed).astype(np.float64)
+    te = signals((n_test, 1, reps[1], len(ch), n_t), seed + 1).astype(np.float64)
+    times = np.arange(n_t) / SFREQ
+    (root / "sub-01").mkdir(parents=True)
+    for name, arr in ((TRAIN, tr), (TEST, te)):
+        with open(root / "sub-01" / name, "wb") as f:
+            pickle.dump({"meg_data": arr, "ch_names": list(ch), "times": times}, f, protocol=4)
+    write_images(root, train, n_test)
+    return tr, te
+
+
+def write_epochs(path, train, test, rows, tmin=-0.1, n_samples=281, metadata=True, seed=0):
+    """An official-style epochs file (-0.1..1.3 s, 11 magnetometers + a trigger channel) holding
+    train/test (images, reps, channels, 201) in 0..1.0 s, images shuffled within each repetition (as
+    sessions present them), plus a catch trial and a training trial of a test concept (both skipped)."""
+    rng = np.random.default_rng(seed)
+    trials = [(r, "exp", f"images_meg/{c}/{f}", x)
+              for (c, f), reps in zip(rows["training"], train) for r, x in enumerate(reps)]
+    trials += [(r, "test", f"images_test_meg/{c}/{f}", x)
+               for (c, f), reps in zip(rows["test"], test) for r, x in enumerate(reps)]
+    trials += [(0, "catch", "", signals(train.shape[2:], 5)),
+               (0, "exp", "images_meg/novel1/novel1_01b.jpg", train[0, 0])]
+    order = np.lexsort((rng.random(len(trials)), [r for r, *_ in trials]))
+    trials = [trials[i] for i in order]
+    start = int(round(-tmin * SFREQ))
+    data = rng.standard_normal((len(trials), len(CH) + 1, n_samples)).astype(np.float32)
+    for k, (*_, x) in enumerate(trials):
+        data[k, : len(CH), start : start + x.shape[-1]] = x[:, : n_samples - start]
+    info = mne.create_info(CH + ["UPPT001"], SFREQ, ["mag"] * len(CH) + ["stim"])
+    meta = pd.DataFrame({"trial_type": [t for _, t, *_ in trials], "image_path": [p for *_, p, _ in trials]})
+    epochs = mne.EpochsArray(data, info, tmin=tmin, metadata=meta if metadata else None, verbose="error")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    epochs.save(path, fmt="single", overwrite=True, verbose="error")
+
+
+@pytest.fixture(scope="module")
+def synth_meg(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("synth_meg") / "meg", **SYNTH)
+
+
+# ----------------------------------------------------------------------------------- ATM pickles
+
+
+def test_pickle_round_trip_normalises_axes_and_drops_first_sample(tmp_path):
+    tr, te = write_pickles(tmp_path)
+    data = load_things_meg(tmp_path, subject=1, average_train=False, average_test=True)
+    # (concepts, images per concept, reps, ...) -> (images, reps, ...): images in row-major order
+    np.testing.assert_array_equal(data.train, tr.reshape(6, 1, len(CH), N_T)[..., 1:].astype(np.float32))
+    np.testing.assert_array_equal(data.train[3, 0], tr[1, 1, 0, :, 1:].astype(np.float32))
+    np.testing.assert_array_equal(data.test_repetitions(), te[:, 0, ..., 1:].astype(np.float32))
+    np.testing.assert_allclose(data.test[:, 0], te[:, 0, ..., 1:].mean(1), rtol=1e-5, atol=1e-6)
+    assert data.train.dtype == np.float32 and data.test.shape == (4, 1, len(CH), 200)
+    assert len(data.times) == 200 and data.times[0] == pytest.approx(0.005) and data.times[-1] == pytest.approx(1.0)
+    assert data.ch_names == CH and data.sfreq == 200.0 and data.subject == "sub-01"
+    assert "ATM pickles" in data.description
+    assert [p.name for p in data.train_images[:3]] == ["thing0_01b.jpg", "thing0_02b.jpg", "thing1_01b.jpg"]
+    assert data.train_concepts[:3] == ["thing0", "thing0", "thing1"] and data.test_concepts[0] == "novel0"
+
+
+def test_first_sample_kept_on_request(tmp_path):
+    tr, _ = write_pickles(tmp_path)
+    data = load_things_meg(tmp_path, drop_first_sample=False)
+    assert data.train.shape == (6, 1, len(CH), N_T) and data.times[0] == 0.0
+    np.testing.assert_allclose(data.train_average(), tr.reshape(6, len(CH), N_T), rtol=1e-6)
+
+
+def _rewrite(path, **changes):
+    with open(path, "rb") as f:
+        d = pickle.load(f)
+    d.update(changes)
+    with open(path, "wb") as f:
+        pickle.dump(d, f, protocol=4)
+
+
+def test_missing_subject_and_missing_file_named(tmp_path):
+    write_pickles(tmp_path)
+    with pytest.raises(FileNotFoundError, match="sub-02"):
+        load_things_meg(tmp_path, subject=2)
+    (tmp_path / "sub-01" / TEST).unlink()
+    with pytest.raises(FileNotFoundError, match=TEST):
+        load_things_meg(tmp_path)
+
+
+@pytest.mark.parametrize("file, changes, match", [
+    (TRAIN, {"meg_data": np.zeros((6, 1, len(CH), N_T))}, rf"{TRAIN}.*'meg_data' must be 5-D.*\(6, 1, 11, 201\)"),
+    (TEST, {"ch_names": CH[:-1]}, rf"{TEST}.*11 channels but 'ch_names' lists 10"),
+    (TEST, {"ch_names": CH[1:2] + CH[:1] + CH[2:]}, rf"{TEST}.*'ch_names' differ"),
+    (TEST, {"meg_data": np.zeros((4, 1, 6, len(CH), 20))}, rf"{TEST}: 20 time samples"),
+])
+def test_format_errors_name_file_and_field(tmp_path, file, changes, match):
+    write_pickles(tmp_path)
+    _rewrite(tmp_path / "sub-01" / file, **changes)
+    with pytest.raises(DataFormatError, match=match):
+        load_things_meg(tmp_path)
+
+
+def test_unknown_channel_names(tmp_path):
+    write_pickles(tmp_path)
+    for file in (TRAIN, TEST):
+        _rewrite(tmp_path / "sub-01" / file, ch_names=CH[:-1] + ["EEG001"])
+    with pytest.raises(DataFormatError, match=rf"{TRAIN}.*'ch_names' are not all CTF-275 sensors.*EEG001"):
+        load_things_meg(tmp_path)
+
+
+def test_missing_key_and_not_a_dict(tmp_path):
+    write_pickles(tmp_path)
+    path = tmp_path / "sub-01" / TRAIN
+    with open(path, "rb") as f:
+        d = pickle.load(f)
+    del d["times"]
+    with open(path, "wb") as f:
+        pickle.dump(d, f)
+    with pytest.raises(DataFormatError, match=rf"{TRAIN}.*missing field.*'times'"):
+        load_things_meg(tmp_path)
+    with open(path, "wb") as f:
+        pickle.dump([1, 2], f)
+    with pytest.raises(DataFormatError, match="expected a pickled dict"):
+        load_things_meg(tmp_path)
+
+
+def test_nan_reported_with_index_in_the_file(tmp_path):
+    tr, _ = write_pickles(tmp_path)
+    tr[2, 1, 0, 5, 7] = np.inf
+    _rewrite(tmp_path / "sub-01" / TRAIN, meg_data=tr)
+    with pytest.raises(DataFormatError, match=r"'meg_data' holds NaN/Inf, first at index \(2, 1, 0, 5, 7\)"):
+        load_things_meg(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ MNE epochs
+
+
+def _as_arrays(tr, te):
+    """The pickles' 5-D arrays as (images, reps, channels, times) float32."""
+    return tr.reshape(-1, *tr.shape[2:]).astype(np.float32), te[:, 0].astype(np.float32)
+
+
+@pytest.mark.parametrize("folder", ["sub-01", "."])
+def test_epochs_file_loads_like_the_pickles(tmp_path, folder):
+    tr, te = write_pickles(tmp_path / "atm")
+    train, test = _as_arrays(tr, te)
+    rows = write_images(tmp_path / "fif")
+    write_epochs(tmp_path / "fif" / folder / "preprocessed_P1-epo.fif", train, test, rows)
+    a = load_things_meg(tmp_path / "atm", average_train=False)
+    b = load_things_meg(tmp_path / "fif", subject="sub-01", average_train=False)
+    np.testing.assert_array_equal(a.train, b.train)
+    np.testing.assert_array_equal(a.test_repetitions(), b.test_repetitions())
+    np.testing.assert_allclose(a.times, b.times)
+    assert a.ch_names == b.ch_names == CH  # the trigger channel is not a magnetometer
+    assert [p.name for p in a.train_images + a.test_images] == [p.name for p in b.train_images + b.test_images]
+    assert a.test_concepts == b.test_concepts and "epochs preprocessed_P1-epo.fif" in b.description
+
+
+@pytest.mark.parametrize("break_it, match", [
+    ("metadata", r"metadata lacks column\(s\) \['trial_type', 'image_path'\]"),
+    ("short", r"epochs span 0.000..0.495 s"),
+    ("uneven", r"test images have 5 to 6 epochs each"),
+    ("renamed", r"image .*novel2_01s_renamed.jpg has no test epochs"),
+])
+def test_epochs_errors(tmp_path, break_it, match):
+    tr, te = write_pickles(tmp_path / "atm")
+    train, test = _as_arrays(tr, te)
+    rows = write_images(tmp_path)
+    path = tmp_path / "sub-01" / "preprocessed_P1-epo.fif"
+    if break_it == "uneven":
+        write_epochs(path, train, test, rows)
+        epochs = mne.read_epochs(path, verbose="error")
+        drop = np.flatnonzero(epochs.metadata["image_path"].str.endswith("novel0_01s.jpg").to_numpy())[0]
+        epochs.drop([drop], verbose="error").save(path, fmt="single", overwrite=True, verbose="error")
+    else:
+        write_epochs(path, train, test, rows, metadata=break_it != "metadata",
+                     **({"tmin": 0.0, "n_samples": 100} if break_it == "short" else {}))
+    if break_it == "renamed":
+        img = next((tmp_path / "images" / "test_images").glob("*/novel2_01s.jpg"))
+        img.rename(img.with_name("novel2_01s_renamed.jpg"))
+    with pytest.raises(DataFormatError, match=match):
+        load_things_meg(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ sensors
+
+
+def test_channel_list_is_things_meg():
+    assert len(ALL) == 271 and len(set(ALL)) == 271 and all(c.endswith("-1609") for c in ALL)
+    for dropped in ("MRO11", "MLF25", "MRF43", "MRO13"):
+        assert f"{dropped}-1609" not in ALL
+    assert ALL[0] == "MLC11-1609" and ALL[-1] == "MZP01-1609"
+
+
+def test_info_positions_and_topomaps():
+    info = make_meg_info(ALL, SFREQ)
+    assert info.get_channel_types() == ["mag"] * 271
+    pos = np.array([ch["loc"][:3] for ch in info["chs"]])
+    assert np.allclose(np.linalg.norm(pos, axis=1), 0.11)  # on the template helmet sphere
+    side = {name[:3]: pos[[i for i, c in enumerate(ALL) if c.startswith(name[:3])]].mean(0) for name in ALL}
+    assert side["MLT"][0] < 0 < side["MRT"][0]  # left / right
+    assert side["MZO"][1] < 0 < side["MZF"][1]  # back / front
+    xy = sensor_xy(info)  # the loop's renderer: one position per channel, in channel order
+    assert xy.shape == (271, 2) and np.abs(xy).max() <= 0.9 + 1e-6
+    assert xy[ALL.index("MZF01-1609"), 1] > 0.5 and xy[ALL.index("MZO03-1609"), 1] < -0.5
+    im, _ = mne.viz.plot_topomap(pos[:, 1], info, show=False)  # publication figures
+    assert im.get_array().count() > 100  # a filled map, not an empty axis
+    matplotlib.pyplot.close("all")
+
+
+# --------------------------------------------------------------------------------------- synthetic MEG
+
+
+def test_synthetic_meg_files_are_atm_pickles(synth_meg):
+    assert sorted(p.name for p in (synth_meg / "sub-01").iterdir()) == [TRAIN, TEST]
+    for name, shape in ((TRAIN, (3, 2, 1, 271, N_T)), (TEST, (12, 1, 12, 271, N_T))):
+        path = synth_meg / "sub-01" / name
+        assert path.read_bytes()[:2] == b"\x80\x04"
+        with open(path, "rb") as f:
+            payload = pickle.load(f)
+        assert set(payload) == {"meg_data", "ch_names", "times"}
+        assert payload["meg_data"].dtype == np.float32 and payload["meg_data"].shape == shape
+        assert list(payload["ch_names"]) == ALL
+        assert payload["times"][0] == 0 and payload["times"][-1] == pytest.approx(1.0)
+    record = json.loads((synth_meg / "synth.json").read_text())
+    assert record["modality"] == "meg" and record["complete"]
+
+
+def test_synthetic_meg_is_deterministic(synth_meg, tmp_path):
+    again = synthesize(tmp_path / "again", **SYNTH)
+    for name in (TRAIN, TEST):
+        assert (again / "sub-01" / name).read_bytes() == (synth_meg / "sub-01" / name).read_bytes()
+
+
+def test_synthetic_meg_loads_and_is_image_specific(synth_meg):
+    data = load_things_meg(synth_meg, average_test=False)
+    assert data.train.shape == (6, 1, 271, 200) and data.test.shape == (12, 12, 271, 200)
+    assert len(data.train_images) == 6 and data.info["nchan"] == 271
+    x = data.test
+    a, b = x[:, :6].mean(1).reshape(12, -1), x[:, 6:].mean(1).reshape(12, -1)
+    a, b = a - a.mean(0), b - b.mean(0)  # image-specific: the shared evoked response removed
+    c = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
+    assert np.diag(c).mean() > 0.3  # 0.42-0.64 over seeds 0-5
+    assert (c.argmax(axis=1) == np.arange(12)).mean() > 0.5  # chance 1/12; 0.75-1.0 over seeds 0-5
+
+
+def test_synthetic_meg_signal_is_where_the_sources_are(synth_meg):
+    """Image-specific variance early over occipital sensors, later over occipital/temporal ones, and
+    little over frontal sensors."""
+    x = load_things_meg(synth_meg, average_test=False).test
+    a, b = x[:, :6].mean(1), x[:, 6:].mean(1)
+    var = ((a - a.mean(0)) * (b - b.mean(0))).mean(0)  # (271, 200): replicable across-image variance
+    group = np.array([c[:3] for c in ALL])
+    frontal = np.isin(group, ["MLF", "MRF", "MZF"])
+    early, late = var[:, 15:25].mean(1), var[:, 30:80].mean(1)  # 80-125 ms, 155-400 ms
+    assert ALL[int(early.argmax())][2] == "O" and early[frontal].mean() < 0.1 * early.max()
+    assert ALL[int(late.argmax())][2] in "OTP" and late[frontal].mean() < 0.1 * late.max()
+
+
+def test_dataset_config_instantiates(synth_meg):
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("train", overrides=["dataset=things_meg", f"dataset.root={synth_meg}"])
+    data = instantiate(cfg.dataset)
+    assert data.signal_shape == (271, 200) and data.subject == "sub-01"
+
+
+def test_unknown_modality_refused(tmp_path):
+    with pytest.raises(ValueError, match="modality"):
+        synthesize(tmp_path, **{**SYNTH, "modality": "fmri"})
