@@ -2,7 +2,7 @@
 
 Every row is `psim-train` (prosthesis_sim.pipeline.train_and_evaluate) with the overrides shown; runs
 go to outputs/table/<row>-<subject> with their metrics.json. Usage:
-    python bench/encoder_table.py [dataset.root=outputs/synth] [subjects=1,2]
+    python bench/encoder_table.py [dataset.root=outputs/synth] [subjects=1,2] [table=within|ablation]
 Needs the dataset (make demo, or psim-synth out=outputs/synth).
 """
 import sys
@@ -19,6 +19,12 @@ ROWS = {
     "dit (default: x0, 8 samples, cfg 3)": ["encoder=dit"],
     "dit, epsilon prediction": ["encoder=dit", "encoder.prediction_type=epsilon"],
 }
+ABLATION = {  # the paper's conditioning ablation on the default DiT (Tables 6-9), plus token cross-attention
+    "addition (pooled)": ["encoder=dit", "encoder.denoiser.conditioning=[add]"],
+    "concatenation (pooled)": ["encoder=dit", "encoder.denoiser.conditioning=[concat]"],
+    "cross-attention (pooled token)": ["encoder=dit", "encoder.denoiser.conditioning=[cross]", "encoder.inputs=pooled"],
+    "cross-attention (token sequence)": ["encoder=dit", "encoder.denoiser.conditioning=[cross]"],
+}
 KEYS = ("mse", "pcc", "pcc_channel", "top1", "top5", "pcc_fraction_of_ceiling")
 
 
@@ -27,13 +33,15 @@ def main(args: list[str]) -> None:
     root = opts.pop("dataset.root", "outputs/synth")
     subjects = opts.pop("subjects", "1,2").split(",")
     only = opts.pop("rows", None)
-    rows = {k: v for k, v in ROWS.items() if only is None or k.split(" ")[0] in only.split(",")}
+    table = ABLATION if opts.pop("table", "within") == "ablation" else ROWS
+    rows = {k: v for k, v in table.items() if only is None or k.split(" ")[0] in only.split(",")}
     print(f"| encoder | subject | {' | '.join(KEYS)} | train s |")
     print("|" + "---|" * (len(KEYS) + 3))
     ceilings = {}
     for name, overrides in rows.items():
         for s in subjects:
-            out = Path("outputs/table") / f"{name.split(' ')[0].replace(',', '')}-{'-'.join(o.split('=')[-1] for o in overrides[1:])}-s{s}"
+            tag = "-".join(o.split("=")[-1].strip("[]") for o in overrides[1:])
+            out = Path("outputs/table") / f"{overrides[0].split('=')[-1]}-{tag}-s{s}"
             with initialize_config_module("configs", version_base="1.3"):
                 cfg = compose("train", overrides=[*overrides, f"dataset.root={root}", f"dataset.subject={s}",
                                                   f"out={out}", *(f"{k}={v}" for k, v in opts.items())])
