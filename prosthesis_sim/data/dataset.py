@@ -30,6 +30,19 @@ class BrainDataset:
     cache_dir: Path | None = None
     test_raw: np.ndarray | None = field(default=None, repr=False)
 
+    @classmethod
+    def from_trials(cls, train: np.ndarray, test: np.ndarray, average_train: bool, average_test: bool,
+                    root: Path, cache_dir: str | Path | None = None, **fields) -> "BrainDataset":
+        """Build from single trials, averaging repetitions where asked; test trials stay on ``test_raw``."""
+        test = np.ascontiguousarray(test)
+        return cls(
+            train=train.mean(axis=1, keepdims=True) if average_train else np.ascontiguousarray(train),
+            test=test.mean(axis=1, keepdims=True) if average_test else test,
+            cache_dir=Path(cache_dir) if cache_dir is not None else Path(root) / ".cache",
+            test_raw=test,
+            **fields,
+        )
+
     @property
     def ch_names(self) -> list[str]:
         return list(self.info["ch_names"])

@@ -164,17 +164,8 @@ def load_things_eeg2(
 
     train_images, train_concepts = _image_lists(image_root, "training", len(train))
     test_images, test_concepts = _image_lists(image_root, "test", len(test))
-    return BrainDataset(
-        info=info,
-        times=times,
-        train=train.mean(axis=1, keepdims=True) if average_train else train,
-        test=test.mean(axis=1, keepdims=True) if average_test else test,
-        train_images=train_images,
-        test_images=test_images,
-        train_concepts=train_concepts,
-        test_concepts=test_concepts,
-        subject=sub,
-        description=description,
-        cache_dir=Path(cache_dir) if cache_dir is not None else root / ".cache",
-        test_raw=test,
+    return BrainDataset.from_trials(
+        train, test, average_train, average_test, root, cache_dir,
+        info=info, times=times, train_images=train_images, test_images=test_images,
+        train_concepts=train_concepts, test_concepts=test_concepts, subject=sub, description=description,
     )

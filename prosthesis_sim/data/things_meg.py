@@ -135,20 +135,11 @@ def load_things_meg(
     (train, train_images, train_concepts), (test, test_images, test_concepts) = splits["training"], splits["test"]
     log.info("%s: %s, train %s, test %s, %d samples from %.3f s", root / sub, description, train.shape,
              test.shape, len(times) - first, times[first])
-    train, test = train[..., first:], np.ascontiguousarray(test[..., first:])
-    return BrainDataset(
-        info=make_meg_info(ch_names, sfreq),
-        times=times[first:],
-        train=train.mean(axis=1, keepdims=True) if average_train else np.ascontiguousarray(train),
-        test=test.mean(axis=1, keepdims=True) if average_test else test,
-        train_images=train_images,
-        test_images=test_images,
-        train_concepts=train_concepts,
-        test_concepts=test_concepts,
-        subject=sub,
+    return BrainDataset.from_trials(
+        train[..., first:], test[..., first:], average_train, average_test, root, cache_dir,
+        info=make_meg_info(ch_names, sfreq), times=times[first:], train_images=train_images,
+        test_images=test_images, train_concepts=train_concepts, test_concepts=test_concepts, subject=sub,
         description=f"{description}, {sfreq:g} Hz",
-        cache_dir=Path(cache_dir) if cache_dir is not None else root / ".cache",
-        test_raw=test,
     )
 
 
