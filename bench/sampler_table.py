@@ -10,11 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-
 from prosthesis_sim.checkpoint import load_component
-from prosthesis_sim.evaluate import evaluate_encoder, load_test_images
+from prosthesis_sim.evaluate import load_test_images
+from prosthesis_sim.report import dataset_config, evaluate_sampler, load_dataset
 
 KEYS = ("mse", "pcc", "top1", "top5")
 
@@ -25,10 +23,7 @@ def main(args: list[str]) -> None:
     samplers = opts.get("samplers", "ddim,dpmsolver++,ddpm").split(",")
     steps = [int(s) for s in opts.get("steps", "5,10,25,50").split(",")]
     metrics = json.loads((run / "metrics.json").read_text())
-    dataset_cfg = metrics.get("dataset_config") or {  # runs written before metrics.json held the config
-        "_target_": "prosthesis_sim.data.things_eeg2.load_things_eeg2",
-        "root": metrics["dataset"]["root"], "subject": metrics["dataset"]["subject"]}
-    data = instantiate(OmegaConf.create(dataset_cfg))
+    data = load_dataset(dataset_config(metrics))  # older runs without dataset_config: THINGS-EEG2
     images = load_test_images(data)
     enc = load_component(run / "encoder")
     print(f"{run}: {data.description}, {data.subject}, {len(images)} test images; guidance {enc.guidance_scale}, "
@@ -37,8 +32,7 @@ def main(args: list[str]) -> None:
     print("|---|---|" + "---|" * (len(KEYS) + 1))
     for sampler in samplers:
         for n in steps:
-            enc.sampler, enc.sampling_steps = sampler, n
-            m = evaluate_encoder(enc, data, images, seed=metrics.get("seed", 0))
+            m = evaluate_sampler(enc, data, images, sampler, n, seed=metrics.get("seed", 0))
             print(f"| {sampler} | {n} | " + " | ".join(f"{m[k]:.3f}" for k in KEYS)
                   + f" | {m['generate_s_per_image']:.3f} |", flush=True)
 

@@ -246,8 +246,8 @@ class DiffusionEncoder:
             x = sampler.step(eps, t, x, generator=gen).prev_sample
         return x
 
-    def generate(self, images: Sequence[np.ndarray], seed: int | None = None) -> np.ndarray:
-        return self.generate_from_features(features_for_images(self.features, images), seed)
+    def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None) -> np.ndarray:
+        return self.generate_from_features(features_for_images(self.features, images, paths=paths), seed)
 
     # -- persistence --------------------------------------------------------------------------------
     def state(self):

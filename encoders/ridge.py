@@ -48,10 +48,10 @@ class RidgeEncoder:
         self.intercept = model.intercept_.astype(np.float32)
         self.shape = data.signal_shape
 
-    def generate(self, images: Sequence[np.ndarray], seed: int | None = None) -> np.ndarray:
+    def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None) -> np.ndarray:
         if self.norm is None:
             raise RuntimeError("RidgeEncoder.generate called before fit()")
-        x = design_matrix(features_for_images(self.features, images), self.inputs)
+        x = design_matrix(features_for_images(self.features, images, paths=paths), self.inputs)
         z = ((x - self.x_mean) / self.x_std).astype(np.float32) @ self.coef + self.intercept
         return self.norm.inverse(z.reshape(len(images), *self.shape))
 

@@ -18,7 +18,7 @@ def evaluate_encoder(encoder, data: BrainDataset, images: list[np.ndarray] | Non
     norm = data.normalizer
     images = load_test_images(data) if images is None else images
     start = time.perf_counter()
-    generated = encoder.generate(images, seed=seed)
+    generated = encoder.generate(images, seed=seed, paths=data.test_images)
     seconds = time.perf_counter() - start
     out = signal_metrics(norm(generated), norm(data.test_average()))
     out["generate_s_per_image"] = seconds / len(images)

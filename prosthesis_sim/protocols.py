@@ -53,11 +53,14 @@ class FrameSource(Protocol):
 
 @runtime_checkable
 class ImageToBrainEncoder(Protocol):
-    """Fits on a BrainDataset; generates signals (n, n_channels, n_times) for a batch of images."""
+    """Fits on a BrainDataset; generates signals (n, n_channels, n_times) for a batch of images.
+
+    ``paths`` (optional) names the images' files, for features that look images up (captions).
+    """
 
     def fit(self, data) -> None: ...
 
-    def generate(self, images: Sequence[np.ndarray], seed: int | None = None) -> np.ndarray: ...
+    def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None) -> np.ndarray: ...
 
 
 @runtime_checkable

@@ -1,9 +1,11 @@
 """Evaluation report: saved psim-train runs -> report.md, CSVs and topography PNGs (see docs/report.md).
 
 Within-subject numbers are read from each run's metrics.json, never recomputed. The cross-subject
-matrix and the generated signals of the topographies need each saved encoder to generate again;
-those results are cached as JSON in ``<out>/cache`` (keyed by the weights file, the target data
-files and the seed), so rebuilding a report only redraws it.
+matrix, the generated signals of the topographies and the (opt-in) sampler sweep need each saved
+encoder to generate again; those results are cached as JSON in ``<out>/cache`` (keyed by the weights
+file, the dataset config, the target data files and the seed), so rebuilding a report only redraws it.
+Each run's dataset is rebuilt from the Hydra config its metrics.json records (``dataset_config``), so
+EEG (THINGS-EEG2) and MEG (THINGS-MEG) runs both work; older runs without it are read as THINGS-EEG2.
 """
 from __future__ import annotations
 
@@ -14,17 +16,19 @@ import os
 import re
 from dataclasses import dataclass
 from functools import cache
+from inspect import signature
 from importlib import resources
 from pathlib import Path
 
+import mne
 import numpy as np
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from .checkpoint import atomic_write_text, load_component
-from .data.dataset import make_info
-from .data.things_eeg2 import TEST_FILE, TRAIN_FILE, load_things_eeg2, subject_dir_name
+from .data.things_eeg2 import subject_dir_name
 from .evaluate import evaluate_encoder, load_test_images
 from .plots import topomap_grid
 
@@ -45,6 +49,10 @@ BOOKKEEPING = ("train.checkpoint_dir", "train.checkpoint_every", "train.resume")
 GROUPS = ("features", "train")  # config groups an encoder config may take whole (features: ${features})
 README = Path(__file__).resolve().parents[1] / "README.md"
 CACHE = "cache"
+EEG_LOADER = "prosthesis_sim.data.things_eeg2.load_things_eeg2"  # runs whose metrics.json lacks dataset_config
+ABLATED = ("denoiser.conditioning", "inputs")  # encoder config keys the conditioning ablation varies
+ABLATION_KEYS = {"mse": "MSE", "pcc": "PCC", "top1": "top-1", "top5": "top-5"}
+SAMPLER_KEYS = ("mse", "pcc", "top1", "top5")
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: runs key dicts
@@ -55,6 +63,17 @@ class Run:
     metrics: dict
     label: str
     command: str
+    config: dict  # the saved encoder/config.yaml
+
+    @property
+    def dataset_key(self) -> tuple[str, str]:
+        """Runs share a report section when they share dataset description (modality, format) and root."""
+        return self.metrics["dataset"]["description"], self.root
+
+    @property
+    def diffusion(self) -> bool:
+        """Whether the encoder samples (has a sampler and a number of steps to sweep)."""
+        return "sampler" in self.config and "sampling_steps" in self.config
 
     @property
     def root(self) -> str:
@@ -87,25 +106,53 @@ def load_runs(paths: list[Path]) -> list[Run]:
     found = []
     for path in find_runs(paths):
         metrics = json.loads((path / "metrics.json").read_text())
-        overrides = describe_encoder(OmegaConf.to_container(OmegaConf.load(path / "encoder" / "config.yaml")))
+        saved = OmegaConf.to_container(OmegaConf.load(path / "encoder" / "config.yaml"))
+        overrides = describe_encoder(saved)
         if overrides is None:
             overrides = [f"<no encoder option matches {path / 'encoder' / 'config.yaml'}>"]
             option, settings = metrics["encoder_name"], ()
         else:
             option = overrides[0].split("=", 1)[1]
             settings = tuple(a for a in overrides[1:] if a.lstrip("~+").split("=")[0] not in BOOKKEEPING)
-        command = " ".join(["psim-train", *overrides, f"dataset.root={metrics['dataset']['root']}",
+        dataset = _dataset_option(dataset_config(metrics)["_target_"])
+        command = " ".join(["psim-train", *overrides, *([f"dataset={dataset}"] if dataset else []),
+                            f"dataset.root={metrics['dataset']['root']}",
                             f"dataset.subject={_subject_number(metrics['dataset']['subject'])}", f"out={path}"])
-        found.append((path, metrics, option, settings, command))
+        found.append((path, metrics, option, settings, command, saved))
     variants: dict[str, set] = {}
-    for _, _, option, settings, _ in found:
+    for _, _, option, settings, _, _ in found:
         variants.setdefault(option, set()).add(settings)
     runs = []
-    for path, metrics, option, settings, command in found:
+    for path, metrics, option, settings, command, saved in found:
         shared = set.intersection(*(set(v) for v in variants[option]))
         own = [a for a in settings if a not in shared]
-        runs.append(Run(path, metrics, f"{option} ({', '.join(own)})" if own else option, command))
+        runs.append(Run(path, metrics, f"{option} ({', '.join(own)})" if own else option, command, saved))
     return runs
+
+
+def dataset_config(metrics: dict, subject: str | None = None, image_root: str | None = None) -> dict:
+    """The Hydra dataset config (``_target_`` and arguments) a run was trained on, from its metrics.json,
+    for ``subject`` (default: the run's own) and ``image_root`` (default: the recorded one). Runs written
+    before metrics.json recorded ``dataset_config`` are THINGS-EEG2 at the recorded root."""
+    cfg = dict(metrics.get("dataset_config") or {"_target_": EEG_LOADER, "root": metrics["dataset"]["root"]})
+    cfg["subject"] = subject if subject is not None else metrics["dataset"]["subject"]
+    if image_root is not None:
+        cfg["image_root"] = image_root
+    return cfg
+
+
+def load_dataset(cfg: dict):
+    """``hydra.utils.instantiate`` of a dataset config (dataset_config's)."""
+    return instantiate(OmegaConf.create(cfg))
+
+
+@cache
+def _dataset_option(target: str) -> str | None:
+    """The configs/dataset option with this loader, when it is not the default (things_eeg2)."""
+    for name in _options("dataset"):
+        if OmegaConf.load(resources.files("configs").joinpath("dataset", f"{name}.yaml")).get("_target_") == target:
+            return None if name == "things_eeg2" else name
+    return None
 
 
 def _subject_number(subject: str) -> str:
@@ -237,8 +284,8 @@ class _Recording:
     def __init__(self, encoder):
         self.encoder = encoder
 
-    def generate(self, images, seed=None):
-        self.generated = self.encoder.generate(images, seed=seed)
+    def generate(self, images, seed=None, **kwargs):  # kwargs: whatever evaluate_encoder passes (paths=...)
+        self.generated = self.encoder.generate(images, seed=seed, **kwargs)
         return self.generated
 
 
@@ -251,34 +298,97 @@ def _score(run: Run, data, images, seed: int | None) -> dict:
     return {"metrics": metrics, "generated_mean": encoder.generated.mean(axis=0).tolist() if own else None}
 
 
-def evaluate_on_subject(root: str, subject: str, runs: list[Run], out: Path, seed: int | None,
-                        image_root: str | None) -> tuple[dict, dict[Run, dict]]:
-    """The subject's average signals and every run's scores on its test split, from the cache when valid.
+def _data_files(cfg: dict) -> list:
+    """Name, size and mtime of the subject's data files: everything in ``<root>/sub-XX/`` plus a
+    ``preprocessed_P<n>-epo*.fif`` in ``<root>`` (THINGS-MEG keeps its epochs files there)."""
+    root, sub = Path(cfg["root"]), subject_dir_name(cfg["subject"])
+    files = sorted(p for p in (root / sub).iterdir() if p.is_file()) if (root / sub).is_dir() else []
+    number = re.search(r"(\d+)$", sub)
+    if number:
+        files += sorted(root.glob(f"preprocessed_P{int(number.group(1))}-epo*.fif"))
+    return [[p.name, *_stat(p)] for p in files]
 
-    The subject's data are loaded only when something is missing, and at most once.
+
+class _Loader:
+    """Loads a dataset config and its test images on first use; keeps only the last one in memory."""
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def __call__(self, cfg: dict):
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if key != self.key:
+            self.key, self.value = None, None  # free the previous subject first
+            data = load_dataset(cfg)
+            self.key, self.value = key, (data, load_test_images(data))
+        return self.value
+
+
+def evaluate_on_subject(cfg: dict, runs: list[Run], out: Path, seed: int | None,
+                        loader=None) -> tuple[dict, mne.Info, dict[Run, dict]]:
+    """The subject's average signals and mne.Info, and every run's scores on its test split, from the
+    cache when valid. ``cfg``: the subject's dataset config (dataset_config).
+
+    The subject's data are loaded (with ``loader``) only when something is missing, and at most once.
     """
-    sub = subject_dir_name(subject)
-    files = [_stat(Path(root) / sub / name) for name in (TRAIN_FILE, TEST_FILE)]
-    target = {"root": root, "subject": sub, "image_root": image_root, "files": files}
-    summary_job = (out / CACHE / f"data-{_short_hash(root)}-{sub}.json", target)
+    loader = loader or _Loader()
+    sub = subject_dir_name(cfg["subject"])
+    target = {"dataset": cfg, "files": _data_files(cfg)}
+    stem = f"data-{_short_hash(json.dumps(cfg, sort_keys=True, default=str))}-{sub}"
+    summary_job = (out / CACHE / f"{stem}.json", target)
+    info_path = out / CACHE / f"{stem}-info.fif"
     jobs = {run: (out / CACHE / f"{run.path.name}-{_short_hash(run.path.resolve())}-on-{sub}.json",
                   {"run": str(run.path.resolve()), "weights": _stat(run.path / "encoder" / "weights.safetensors"),
                    "target": target, "seed": seed})
             for run in runs}
-    summary = _read_cached(*summary_job)
+    summary = _read_cached(*summary_job) if info_path.is_file() else None
     results = {run: _read_cached(*job) for run, job in jobs.items()}
     missing = [run for run, result in results.items() if result is None]
     if summary is None or missing:
-        data = load_things_eeg2(root, image_root, subject=sub)
-        images = load_test_images(data)
+        data, images = loader(cfg)
         if summary is None:
+            info_path.parent.mkdir(parents=True, exist_ok=True)
+            mne.io.write_info(info_path, data.info, overwrite=True)
             summary = _write_cached(*summary_job, {
                 "ch_names": data.ch_names, "sfreq": data.sfreq, "times": data.times.tolist(),
                 "train_average": data.train_average().mean(axis=0).tolist(),
                 "test_average": data.test_average().mean(axis=0).tolist()})
         for run in missing:
             results[run] = _write_cached(*jobs[run], _score(run, data, images, seed))
-    return summary, results
+    return summary, mne.io.read_info(info_path, verbose="error"), results
+
+
+def evaluate_sampler(encoder, data, images, sampler: str, steps: int, seed: int | None = None) -> dict:
+    """evaluate_encoder with the diffusion encoder's sampler and number of steps set (restored after);
+    every other sampling setting (guidance, samples averaged) stays as saved."""
+    saved = encoder.sampler, encoder.sampling_steps
+    encoder.sampler, encoder.sampling_steps = sampler, int(steps)
+    try:
+        return evaluate_encoder(encoder, data, images, seed=seed)
+    finally:
+        encoder.sampler, encoder.sampling_steps = saved
+
+
+def sampler_cells(run: Run, cfg: dict, samplers: list[str], steps: list[int], out: Path, seed: int | None,
+                  loader=None) -> dict[tuple[str, int], dict]:
+    """(sampler, steps) -> evaluate_encoder's scores of the run's encoder on its own subject (``cfg``),
+    each cached like a cross-subject cell; the encoder and the data are loaded only for missing cells."""
+    loader = loader or _Loader()
+    target = {"dataset": cfg, "files": _data_files(cfg)}
+    common = {"run": str(run.path.resolve()), "weights": _stat(run.path / "encoder" / "weights.safetensors"),
+              "target": target, "seed": seed}
+    prefix = f"{run.path.name}-{_short_hash(run.path.resolve())}-sampler"
+    jobs = {(s, int(n)): (out / CACHE / f"{prefix}-{s}-{n}.json", {**common, "sampler": s, "steps": int(n)})
+            for s in samplers for n in steps}
+    cells = {cell: _read_cached(*job) for cell, job in jobs.items()}
+    missing = [cell for cell, value in cells.items() if value is None]
+    if missing:
+        data, images = loader(cfg)
+        encoder = load_component(run.path / "encoder")
+        for sampler, n in missing:
+            cells[(sampler, n)] = _write_cached(*jobs[(sampler, n)],
+                                                evaluate_sampler(encoder, data, images, sampler, n, seed))
+    return cells
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -398,10 +508,96 @@ def _definitions(out: Path) -> list[str]:
     ]
 
 
+def _default_conditioning() -> tuple[str, ...]:
+    from encoders.dit import DiT  # torch: imported only when a DiT run is in the report
+
+    return tuple(signature(DiT).parameters["conditioning"].default)
+
+
+def _ablation_variant(config: dict) -> tuple[tuple[str, ...], str] | None:
+    """(conditioning, inputs) of a saved DiT diffusion encoder config; None for other encoders."""
+    denoiser = config.get("denoiser")
+    if not (isinstance(denoiser, dict) and str(denoiser.get("_target_", "")).endswith(".DiT") and "inputs" in config):
+        return None
+    conditioning = denoiser.get("conditioning")
+    return tuple(conditioning) if conditioning is not None else _default_conditioning(), str(config["inputs"])
+
+
+def conditioning_label(conditioning: tuple[str, ...], inputs: str) -> str:
+    """The paper's names for the conditioning ablation (Tables 6-9) plus the token-sequence variant."""
+    if set(conditioning) == {"add"}:
+        return "addition"
+    if set(conditioning) == {"concat"}:
+        return "concatenation"
+    if set(conditioning) == {"cross"}:
+        return f"cross-attention ({'pooled token' if inputs == 'pooled' else 'token sequence'})"
+    if tuple(conditioning) == _default_conditioning() and inputs == "tokens":
+        return f"default ({' + '.join(conditioning)}, token sequence)"
+    return f"conditioning=[{','.join(conditioning)}], inputs={inputs}"
+
+
+def _ablation_section(group: list[Run], root: str) -> tuple[list[str], list[dict]]:
+    """One table per set of DiT runs that differ only in encoder.denoiser.conditioning / encoder.inputs
+    (and bookkeeping): rows = conditioning, columns = MSE, PCC, top-1, top-5 averaged over subjects."""
+    sets: dict[str, dict[tuple, list[Run]]] = {}
+    for run in group:
+        variant = _ablation_variant(run.config)
+        if variant is None:
+            continue
+        rest = {k: v for k, v in _flatten(run.config).items() if k not in ABLATED and k not in BOOKKEEPING}
+        sets.setdefault(json.dumps(rest, sort_keys=True, default=str), {}).setdefault(variant, []).append(run)
+    tables = [variants for variants in sets.values() if len(variants) > 1]
+    if not tables:
+        return [], []
+    lines = ["", "### Conditioning ablation", "",
+             "As the paper's Tables 6-9: DiT runs that differ only in how the image conditions the denoiser "
+             "(`encoder.denoiser.conditioning`, `encoder.inputs`); every value is the mean over the subjects "
+             "with a run (`subjects`), read from metrics.json."]
+    rows_csv = []
+    for variants in tables:
+        labels = {v: conditioning_label(*v) for v in variants}
+        clash = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
+        labels = {v: f"{lab}, inputs={v[1]}" if lab in clash else lab for v, lab in labels.items()}
+        rows = []
+        for variant, runs in variants.items():
+            means = {k: _mean(r.metrics["encoder"][k] for r in runs) for k in ABLATION_KEYS}
+            subjects = sorted(r.subject for r in runs)
+            rows.append([labels[variant], *(_num(means[k]) for k in ABLATION_KEYS), ", ".join(subjects)])
+            rows_csv.append({"dataset": root, "conditioning": labels[variant], "denoiser.conditioning":
+                             "[" + ",".join(variant[0]) + "]", "inputs": variant[1],
+                             "subjects": " ".join(subjects), "runs": " ".join(str(r.path) for r in runs), **means})
+        names = ", ".join(dict.fromkeys(r.label for runs in variants.values() for r in runs))
+        lines += ["", f"Runs: {names}.", "", _md_table(["conditioning", *ABLATION_KEYS.values(), "subjects"], rows)]
+    return lines, rows_csv
+
+
+def _sampler_section(sweeps: dict[Run, dict[tuple[str, int], dict]], root: str) -> tuple[list[str], list[dict]]:
+    """Per diffusion run: its saved sampler (metrics.json) and every swept (sampler, steps)."""
+    if not sweeps:
+        return [], []
+    header = ["sampler", "steps", *(ABLATION_KEYS[k] for k in SAMPLER_KEYS), "s per image"]
+    lines = ["", "### Samplers", "",
+             "Each diffusion run's saved encoder generates its own subject's test split again with every "
+             "sampler x number of steps (`samplers`, `sampler_steps`); guidance and the number of averaged "
+             "samples stay as saved. The first row is the run as trained (metrics.json). Seconds per image "
+             "were measured when the cell was computed (cached with it), on that machine."]
+    rows_csv = []
+    for run, cells in sweeps.items():
+        saved = run.metrics["encoder"]
+        rows = [[f"{run.config['sampler']} (saved)", str(run.config["sampling_steps"]),
+                 *(_num(saved[k]) for k in SAMPLER_KEYS), _num(saved.get("generate_s_per_image"))]]
+        for (sampler, steps), m in cells.items():
+            rows.append([sampler, str(steps), *(_num(m[k]) for k in SAMPLER_KEYS), _num(m["generate_s_per_image"])])
+            rows_csv.append({"dataset": root, "encoder": run.label, "subject": run.subject, "run": str(run.path),
+                             "sampler": sampler, "steps": steps, **m})
+        lines += ["", f"#### {run.label}, {run.subject}", "", _md_table(header, rows)]
+    return lines, rows_csv
+
+
 def _dataset_section(root: str, group: list[Run], out: Path, seed: int | None, image_root: str | None,
-                     tag: str) -> tuple[list[str], list[dict], list[dict], list[list[str]]]:
-    """Markdown lines, within-subject CSV rows, cross-subject CSV rows and Runs-table rows of one dataset;
-    draws its topography PNGs."""
+                     tag: str, samplers: list[str] = (), sampler_steps: list[int] = ()) -> tuple[list[str], dict]:
+    """Markdown lines and CSV / Runs-table rows (by file: within, cross, ablation, samplers, runs) of one
+    dataset; draws its topography PNGs."""
     order = _order(r.label for r in group)
     group = sorted(group, key=lambda r: (order.index(r.label), r.subject))
     subjects = sorted({r.subject for r in group})
@@ -425,10 +621,18 @@ def _dataset_section(root: str, group: list[Run], out: Path, seed: int | None, i
 
     cross: dict[str, dict[tuple[str, str], dict]] = {label: {} for label in sources}
     figures = []
+    sweeps: dict[Run, dict] = {}
+    loader = _Loader()
     for target in subjects:
         # every run whose encoder has runs on this subject: its own subject, or a cross-subject cell
         todo = [r for r in group if target in sources[r.label]]
-        summary, results = evaluate_on_subject(root, target, todo, out, seed, image_root)
+        own = next(r for r in group if r.subject == target)  # the target's data as its own runs were trained on
+        cfg = dataset_config(own.metrics, image_root=image_root)
+        summary, info, results = evaluate_on_subject(cfg, todo, out, seed, loader)
+        if samplers and sampler_steps:
+            for run in (r for r in group if r.subject == target and r.diffusion):
+                sweeps[run] = sampler_cells(run, dataset_config(run.metrics, image_root=image_root),
+                                            list(samplers), list(sampler_steps), out, seed, loader)
         for run, result in results.items():
             cross[run.label][(run.subject, target)] = result["metrics"]
         rows = {"train average": np.array(summary["train_average"]),
@@ -436,15 +640,18 @@ def _dataset_section(root: str, group: list[Run], out: Path, seed: int | None, i
         rows.update({f"generated: {r.label}": np.array(results[r]["generated_mean"])
                      for r in group if r.subject == target})
         rows["test - train"] = rows["test average"] - rows["train average"]
-        fig = topomap_grid(rows, make_info(summary["ch_names"], summary["sfreq"]), np.array(summary["times"]),
+        fig = topomap_grid(rows, info, np.array(summary["times"]),
                            title=f"{target}: mean over images, 100 ms windows")
         figures.append(f"topomaps_{tag}{target}.png")
         fig.savefig(out / figures[-1], dpi=100)
 
     n_test = group[0].metrics["dataset"]["n_test"]
+    ablation_lines, ablation_rows = _ablation_section(group, root)
+    sampler_lines, sampler_rows = _sampler_section(sweeps, root)
     lines = ["", f"## {group[0].metrics['dataset']['description']}: `{root}`", "",
              f"{len(subjects)} subject(s), {n_test} test images.", "",
-             *_within_section(within, ceilings, subjects, n_test), *_ridge_section(within), "", "### Cross-subject"]
+             *_within_section(within, ceilings, subjects, n_test), *_ridge_section(within), *ablation_lines,
+             *sampler_lines, "", "### Cross-subject"]
     multi = [label for label in _order(sources) if len(sources[label]) > 1]
     if not multi:
         lines += ["", "No encoder has runs on several subjects."]
@@ -460,46 +667,62 @@ def _dataset_section(root: str, group: list[Run], out: Path, seed: int | None, i
               "train; columns are 100 ms windows from stimulus onset. Each row has its own colour scale, "
               "symmetric about 0, in the data files' units: read the colour bars before comparing amplitudes."]
     lines += [f"\n![{name[:-4]}]({name})" for name in figures]
-    return lines, within_rows, cross_rows, run_rows
+    return lines, {"within": within_rows, "cross": cross_rows, "ablation": ablation_rows, "samplers": sampler_rows,
+                   "runs": run_rows}
 
 
-def build_report(runs: list[Path], out: Path, seed: int | None = None, image_root: str | None = None) -> Path:
-    """Write ``out/report.md``, ``within_subject.csv``, ``cross_subject.csv`` and one topography PNG per subject.
+def build_report(runs: list[Path], out: Path, seed: int | None = None, image_root: str | None = None,
+                 samplers: list[str] = (), sampler_steps: list[int] = ()) -> Path:
+    """Write ``out/report.md``, ``within_subject.csv``, ``cross_subject.csv`` and one topography PNG per subject
+    (``ablation.csv`` / ``samplers.csv`` when those sections are present).
 
     runs: psim-train output folders, or folders whose subfolders are runs.
     seed: generation seed for re-evaluation; None uses each encoder's own (the one psim-train scored
       with), so the cross-subject diagonal reproduces metrics.json.
-    image_root: the datasets' image folder when not ``<dataset root>/images`` (metrics.json does not
-      record it).
+    image_root: the datasets' image folder when not the one recorded in metrics.json (older runs:
+      ``<dataset root>/images``).
+    samplers, sampler_steps: sweep every diffusion run over these samplers x numbers of steps (both
+      non-empty; it generates again, cached); default off.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    by_root: dict[str, list[Run]] = {}
+    if bool(samplers) != bool(sampler_steps):
+        raise ValueError(f"samplers={list(samplers)} and sampler_steps={list(sampler_steps)}: give both or neither")
+    groups: dict[tuple[str, str], list[Run]] = {}
     for run in load_runs(runs):
-        by_root.setdefault(run.root, []).append(run)
+        groups.setdefault(run.dataset_key, []).append(run)
+    # sections of one loader together, THINGS-EEG2 first, then the others (MEG ...) in the order given
+    targets = list(dict.fromkeys([EEG_LOADER, *(dataset_config(g[0].metrics)["_target_"] for g in groups.values())]))
+    keys = sorted(groups, key=lambda k: targets.index(dataset_config(groups[k][0].metrics)["_target_"]))
 
     text = ["# Evaluation report", "",
             f"Built by `psim-report runs=[{','.join(map(str, runs))}] out={out}"
-            + (f" seed={seed}" if seed is not None else "") + "`.", "", *_definitions(out)]
-    within_rows, cross_rows, run_rows = [], [], []
-    for root, group in by_root.items():
-        tag = "" if len(by_root) == 1 else f"{Path(root).name}-{_short_hash(root)}_"
-        lines, within_part, cross_part, runs_part = _dataset_section(root, group, out, seed, image_root, tag)
+            + (f" seed={seed}" if seed is not None else "")
+            + (f" samplers=[{','.join(samplers)}] sampler_steps=[{','.join(map(str, sampler_steps))}]"
+               if samplers else "") + "`.", "", *_definitions(out)]
+    parts: dict[str, list] = {"within": [], "cross": [], "ablation": [], "samplers": [], "runs": []}
+    for key in keys:
+        description, root = key
+        tag = "" if len(groups) == 1 else f"{Path(root).name}-{_short_hash(key)}_"
+        lines, rows = _dataset_section(root, groups[key], out, seed, image_root, tag, samplers, sampler_steps)
         text += lines
-        within_rows += within_part
-        cross_rows += cross_part
-        run_rows += runs_part
+        for name, part in rows.items():
+            parts[name] += part
+    files = ["`within_subject.csv`", "`cross_subject.csv`"]
+    files += [f"`{name}.csv`" for name in ("ablation", "samplers") if parts[name]]
     text += ["", "## Runs", "",
-             "Commands rebuilt from each run's encoder/config.yaml against today's configs (add "
-             "`dataset.image_root=...` if the images were not under `<root>/images`).", "",
-             _md_table(["run", "encoder", "subject", "train s", "command"], run_rows), "",
-             "Files: `within_subject.csv`, `cross_subject.csv` (every number above, full precision), "
+             "Commands rebuilt from each run's encoder/config.yaml against today's configs (add the run's "
+             "`dataset=...` and `dataset.image_root=...` when they were not the defaults).", "",
+             _md_table(["run", "encoder", "subject", "train s", "command"], parts["runs"]), "",
+             f"Files: {', '.join(files)} (every number above, full precision), "
              f"`{CACHE}/` (cached re-evaluations: delete it to regenerate)."]
-    _write_csv(out / "within_subject.csv", within_rows)
-    if cross_rows:
-        _write_csv(out / "cross_subject.csv", cross_rows)
-    else:  # no stale matrix from an earlier build
-        (out / "cross_subject.csv").unlink(missing_ok=True)
+    _write_csv(out / "within_subject.csv", parts["within"])
+    for name, rows in (("cross_subject", parts["cross"]), ("ablation", parts["ablation"]),
+                       ("samplers", parts["samplers"])):
+        if rows:
+            _write_csv(out / f"{name}.csv", rows)
+        else:  # no stale table from an earlier build
+            (out / f"{name}.csv").unlink(missing_ok=True)
     (out / "report.md").write_text("\n".join(text) + "\n")
     return out / "report.md"
 
@@ -507,6 +730,7 @@ def build_report(runs: list[Path], out: Path, seed: int | None = None, image_roo
 def report_main(cfg) -> Path:
     """What ``psim-report`` does with its composed config (configs/report.yaml)."""
     runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs)  # runs=DIR as well as runs=[DIR,...]
-    path = build_report(runs, Path(cfg.out), seed=cfg.seed, image_root=cfg.get("image_root"))
+    path = build_report(runs, Path(cfg.out), seed=cfg.seed, image_root=cfg.get("image_root"),
+                        samplers=list(cfg.get("samplers") or []), sampler_steps=list(cfg.get("sampler_steps") or []))
     print(f"report written to {path}")
     return path

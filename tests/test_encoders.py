@@ -149,3 +149,32 @@ def test_region_position_groups_channels_by_region():
     assert share[-1, REGIONS.index("occipital")] == 1  # the last group: PO4 PO8 O1 Oz O2 (+1 padded row)
     with pytest.raises(ValueError, match="region id per channel"):
         DiT(63, 250, 4, 5, 6, patch=(8, 25), position="region")
+
+
+class PathRecordingGabor:
+    """A path-aware extractor (like caption features) that records which files it was asked about."""
+
+    uses_paths = True
+
+    def __init__(self):
+        from prosthesis_sim.features.gabor import GaborFeatures
+
+        self.inner, self.seen = GaborFeatures(), []
+        self.cache_id = "recording-" + self.inner.cache_id
+
+    def __call__(self, images, paths=None):
+        self.seen.append(None if paths is None else list(paths))
+        return self.inner(images)
+
+
+def test_evaluation_gives_path_aware_features_the_test_files(small_data, tmp_path):
+    from encoders.ridge import RidgeEncoder
+
+    extractor = PathRecordingGabor()
+    enc = RidgeEncoder(extractor)
+    enc.fit(small_data)
+    assert extractor.seen[-1] is not None  # training images come with their files
+    evaluate_encoder(enc, small_data)
+    assert extractor.seen[-1] == list(small_data.test_images)  # so do test images, for their captions
+    enc.generate(load_test_images(small_data)[:1])
+    assert extractor.seen[-1] is None  # a camera frame has no file

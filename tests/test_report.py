@@ -130,7 +130,7 @@ def test_rebuild_reads_the_cache_and_report_main_composes(built, runs, tmp_path,
         raise AssertionError("a cached evaluation was recomputed")
 
     monkeypatch.setattr(report_module, "load_component", refuse)
-    monkeypatch.setattr(report_module, "load_things_eeg2", refuse)
+    monkeypatch.setattr(report_module, "load_dataset", refuse)
     report_module._configs.cache_clear()
     with initialize_config_module("configs", version_base="1.3"):
         cfg = compose("report", overrides=[f"runs=[{runs}]", f"out={tmp_path / 'report'}"])
@@ -140,3 +140,108 @@ def test_rebuild_reads_the_cache_and_report_main_composes(built, runs, tmp_path,
     section = "\n## THINGS-EEG2"  # everything but the command and the relative README link
     assert again[again.index(section):] == md[md.index(section):]
     assert f"psim-report runs=[{runs}]" in again
+
+
+# --- datasets from metrics.json (MEG), conditioning ablation, samplers --------------------------------
+
+def _train(out, *overrides):
+    from prosthesis_sim.pipeline import train_and_evaluate
+
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"out={out}", "train.checkpoint_dir=null"])
+    train_and_evaluate(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def meg_runs(tmp_path_factory):
+    """ridge on both subjects of a tiny synthetic THINGS-MEG set (dataset=things_meg)."""
+    from prosthesis_sim.data.synth import synthesize
+
+    base = tmp_path_factory.mktemp("meg")
+    root = synthesize(base / "data", n_subjects=2, n_train_concepts=6, images_per_concept=2, n_test=8,
+                      train_reps=1, test_reps=4, image_size=32, seed=0, progress=False, modality="meg")
+    return root, [_train(base / f"ridge-meg-s{s}", "encoder=ridge", "dataset=things_meg", f"dataset.root={root}",
+                         f"dataset.subject={s}") for s in (1, 2)]
+
+
+def test_meg_runs_get_their_own_section(runs, meg_runs, tmp_path):
+    import json
+    import matplotlib.image
+
+    root, (meg1, meg2) = meg_runs
+    out = tmp_path / "report"
+    md = build_report([meg1, runs / "ridge-s1", meg2], out).read_text()  # MEG given first: EEG still leads
+    eeg_at, meg_at = md.index("\n## THINGS-EEG2"), md.index("\n## THINGS-MEG")
+    assert eeg_at < meg_at and md.count("\n## THINGS-") == 2
+    meg = md[meg_at:md.index("\n## Runs")]
+    m = [json.loads((r / "metrics.json").read_text())["encoder"] for r in (meg1, meg2)]
+    assert table(meg, METRICS["pcc"])["ridge"] == [f"{v:.3f}" for v in (m[0]["pcc"], m[1]["pcc"], np.mean(
+        [m[0]["pcc"], m[1]["pcc"]]))]
+    assert "The diagonal reproduces the runs' metrics.json" in meg  # loaded with the recorded dataset_config
+    assert "No encoder has runs on several subjects." in md[eeg_at:meg_at]
+    cross = [r for r in read_csv(out / "cross_subject.csv") if r["dataset"] == str(root)]
+    assert len(cross) == 4
+    pngs = sorted(p.name for p in out.glob("topomaps_*.png"))
+    assert len(pngs) == 3 and all(f"]({p})" in md for p in pngs)
+    meg_png = next(p for p in pngs if p.endswith("sub-02.png") and "data-" in p)
+    img = matplotlib.image.imread(out / meg_png)[..., :3]
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 1000
+    assert f"psim-train encoder=ridge dataset=things_meg dataset.root={root} dataset.subject=2" in md
+
+
+TINY_DIT = ["encoder=dit", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "encoder.n_samples=1",
+            "encoder.sampling_steps=2", "train.epochs=1", "dataset.subject=1"]
+VARIANTS = {"default (cross + adaln, token sequence)": [],
+            "addition": ["encoder.denoiser.conditioning=[add]"],
+            "cross-attention (pooled token)": ["encoder.denoiser.conditioning=[cross]", "encoder.inputs=pooled"]}
+
+
+@pytest.fixture(scope="module")
+def ablation(synth_root, tmp_path_factory):
+    """Tiny DiT runs that differ only in conditioning, reported with a sampler sweep."""
+    base = tmp_path_factory.mktemp("ablation")
+    dirs = [_train(base / f"dit-{i}", *TINY_DIT, *extra, f"dataset.root={synth_root}")
+            for i, extra in enumerate(VARIANTS.values())]
+    out = base / "report"
+    md = build_report(dirs, out, samplers=["ddim", "dpmsolver++"], sampler_steps=[2, 3]).read_text()
+    return dirs, out, md
+
+
+def test_conditioning_ablation_table(ablation):
+    import json
+
+    dirs, out, md = ablation
+    block = md.split("### Conditioning ablation", 1)[1].split("\n\n")[3]
+    rows = {r[0]: r[1:] for r in ([c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()[2:])}
+    assert list(rows) == list(VARIANTS)
+    for label, run in zip(VARIANTS, dirs):
+        m = json.loads((run / "metrics.json").read_text())["encoder"]
+        assert rows[label] == [f"{m[k]:.3f}" for k in ("mse", "pcc", "top1", "top5")] + ["sub-01"]
+    assert {r["conditioning"] for r in read_csv(out / "ablation.csv")} == set(VARIANTS)
+
+
+def test_sampler_sweep_reproduces_the_saved_sampler_and_is_cached(ablation, monkeypatch):
+    import json
+
+    dirs, out, md = ablation
+    rows = read_csv(out / "samplers.csv")
+    assert len(rows) == 3 * 4 and {(r["sampler"], r["steps"]) for r in rows} == {
+        (s, n) for s in ("ddim", "dpmsolver++") for n in ("2", "3")}
+    for run in dirs:  # saved as ddim, 2 steps: that cell is the run's own evaluation again
+        m = json.loads((run / "metrics.json").read_text())["encoder"]
+        cell = next(r for r in rows if r["run"] == str(run) and (r["sampler"], r["steps"]) == ("ddim", "2"))
+        for key in ("mse", "pcc", "top1", "top5"):
+            assert float(cell[key]) == pytest.approx(m[key], abs=1e-6)
+        assert float(cell["generate_s_per_image"]) > 0
+    assert md.count("| ddim (saved) | 2 |") == 3
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached evaluation was recomputed")
+
+    monkeypatch.setattr(report_module, "load_component", refuse)
+    monkeypatch.setattr(report_module, "load_dataset", refuse)
+    again = build_report(dirs, out, samplers=["ddim", "dpmsolver++"], sampler_steps=[2, 3]).read_text()
+    assert again == md
+    with pytest.raises(ValueError, match="give both or neither"):
+        build_report(dirs, out, samplers=["ddim"])

@@ -20,10 +20,15 @@ from prosthesis_sim.protocols import FeatureExtractor, Features
 
 
 def features_for_images(
-    extractor: FeatureExtractor, images: Sequence[np.ndarray], batch_size: int = 64, progress: bool = False
+    extractor: FeatureExtractor, images: Sequence[np.ndarray], batch_size: int = 64, progress: bool = False,
+    paths: Sequence[Path] | None = None,
 ) -> Features:
-    """Features of in-memory images, ``batch_size`` at a time (bounds peak memory)."""
-    return _extract(extractor, len(images), lambda a, b: images[a:b], batch_size, progress)
+    """Features of in-memory images, ``batch_size`` at a time (bounds peak memory).
+
+    Extractors with ``uses_paths = True`` get the images' ``paths`` when known (dataset images, so a
+    caption source can look them up), else None (camera frames have no file).
+    """
+    return _extract(extractor, len(images), lambda a, b: images[a:b], batch_size, progress, paths=paths)
 
 
 def cached_features(
@@ -38,7 +43,8 @@ def cached_features(
     The cache key hashes ``extractor.cache_id`` and every path with its size and mtime, so editing,
     replacing or reordering images, or changing an extractor setting, computes afresh. Cached
     arrays are returned memory-mapped copy-on-write: pages load on demand, and writing to them
-    never changes the cache.
+    never changes the cache. Extractors with ``uses_paths = True`` (e.g. caption-conditioned ones)
+    also get ``paths=`` the files of each batch.
     """
     paths = [Path(p) for p in paths]
 
@@ -46,7 +52,7 @@ def cached_features(
         return [load_image(p) for p in paths[start:stop]]
 
     if cache_dir is None or not paths:
-        return _extract(extractor, len(paths), load, batch_size, progress)
+        return _extract(extractor, len(paths), load, batch_size, progress, paths=paths)
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +60,7 @@ def cached_features(
     files = {name: cache_dir / f"{stem}.{name}.npy" for name in ("tokens", "pooled")}
     # pooled is renamed into place last, so its presence means both files are complete
     if not (files["tokens"].exists() and files["pooled"].exists()):
-        _extract_to_files(extractor, len(paths), load, batch_size, progress, files)
+        _extract_to_files(extractor, len(paths), load, batch_size, progress, files, paths)
     return Features(np.load(files["tokens"], mmap_mode="c"), np.load(files["pooled"], mmap_mode="c"))
 
 
@@ -75,17 +81,26 @@ def _extract(
     batch_size: int,
     progress: bool,
     allocate: Callable[[str, tuple[int, ...]], np.ndarray] | None = None,
+    paths: Sequence[Path] | None = None,
 ) -> Features:
     """Run ``extractor`` over ``get_batch(start, stop)`` slices, filling arrays from ``allocate``
-    (``allocate(name, shape)``; in-memory arrays by default)."""
+    (``allocate(name, shape)``; in-memory arrays by default). Extractors with ``uses_paths = True``
+    also get ``paths=`` the batch's files (None for in-memory images)."""
+    with_paths = getattr(extractor, "uses_paths", False)
+
+    def run(images, start: int, stop: int) -> Features:
+        if not with_paths:
+            return extractor(images)
+        return extractor(images, paths=None if paths is None else list(paths[start:stop]))
+
     if n == 0:
-        return extractor([])
+        return run([], 0, 0)
     allocate = allocate or (lambda name, shape: np.empty(shape, np.float32))
     tokens = pooled = None
     with tqdm(total=n, desc=f"features {extractor.cache_id}", unit="img", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            out = extractor(get_batch(start, stop))
+            out = run(get_batch(start, stop), start, stop)
             if tokens is None:  # shapes are known only after the first batch
                 tokens = allocate("tokens", (n, *out.tokens.shape[1:]))
                 pooled = allocate("pooled", (n, *out.pooled.shape[1:]))
@@ -102,6 +117,7 @@ def _extract_to_files(
     batch_size: int,
     progress: bool,
     files: dict[str, Path],
+    paths: Sequence[Path] | None = None,
 ) -> None:
     """Stream features into temp .npy files next to ``files``, then rename them into place.
 
@@ -116,7 +132,7 @@ def _extract_to_files(
         return np.lib.format.open_memmap(temps[name], mode="w+", dtype=np.float32, shape=shape)
 
     try:
-        features = _extract(extractor, n, get_batch, batch_size, progress, allocate)
+        features = _extract(extractor, n, get_batch, batch_size, progress, allocate, paths)
         for name in ("tokens", "pooled"):
             getattr(features, name).flush()
             os.replace(temps.pop(name), files[name])
