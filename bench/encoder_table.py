@@ -2,7 +2,7 @@
 
 Every row is `psim-train` (prosthesis_sim.pipeline.train_and_evaluate) with the overrides shown; runs
 go to outputs/table/<row>-<subject> with their metrics.json. Usage:
-    python bench/encoder_table.py [dataset.root=outputs/synth] [subjects=1,2] [table=within|ablation]
+    python bench/encoder_table.py [dataset.root=outputs/synth] [subjects=1,2] [table=within|ablation|paper]
 Needs the dataset (make demo, or psim-synth out=outputs/synth).
 """
 import sys
@@ -25,6 +25,15 @@ ABLATION = {  # the paper's conditioning ablation on the default DiT (Tables 6-9
     "cross-attention (pooled token)": ["encoder=dit", "encoder.denoiser.conditioning=[cross]", "encoder.inputs=pooled"],
     "cross-attention (token sequence)": ["encoder=dit", "encoder.denoiser.conditioning=[cross]"],
 }
+PAPER = {  # the paper's two architectures, shrunk to what 2 CPU cores train in minutes (stated in the row)
+    "dit_paper (reduced: hidden 64, depth 2, patch 7x25, 100 epochs)": [
+        "encoder=dit_paper", "encoder.denoiser.hidden=64", "encoder.denoiser.depth=2", "encoder.denoiser.heads=4",
+        "encoder.denoiser.patch=[7,25]", "encoder.sampling_steps=25", "train.epochs=100"],
+    "unet_paper (reduced: channels 16/32/64/64, 1 layer per block, 10 epochs, DDIM 25)": [
+        "encoder=unet_paper", "encoder.denoiser.block_out_channels=[16,32,64,64]", "encoder.denoiser.norm_num_groups=8",
+        "encoder.denoiser.cross_attention_dim=64", "encoder.denoiser.layers_per_block=1", "encoder.sampler=ddim",
+        "encoder.sampling_steps=25", "train.epochs=10", "train.batch_size=16"],
+}
 KEYS = ("mse", "pcc", "pcc_channel", "top1", "top5", "pcc_fraction_of_ceiling")
 
 
@@ -33,14 +42,14 @@ def main(args: list[str]) -> None:
     root = opts.pop("dataset.root", "outputs/synth")
     subjects = opts.pop("subjects", "1,2").split(",")
     only = opts.pop("rows", None)
-    table = ABLATION if opts.pop("table", "within") == "ablation" else ROWS
+    table = {"within": ROWS, "ablation": ABLATION, "paper": PAPER}[opts.pop("table", "within")]
     rows = {k: v for k, v in table.items() if only is None or k.split(" ")[0] in only.split(",")}
     print(f"| encoder | subject | {' | '.join(KEYS)} | train s |")
     print("|" + "---|" * (len(KEYS) + 3))
     ceilings = {}
     for name, overrides in rows.items():
         for s in subjects:
-            tag = "-".join(o.split("=")[-1].strip("[]") for o in overrides[1:])
+            tag = "-".join(o.split("=")[-1].strip("[]").replace(",", "x") for o in overrides[1:])
             out = Path("outputs/table") / f"{overrides[0].split('=')[-1]}-{tag}-s{s}"
             with initialize_config_module("configs", version_base="1.3"):
                 cfg = compose("train", overrides=[*overrides, f"dataset.root={root}", f"dataset.subject={s}",
