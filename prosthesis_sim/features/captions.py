@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from prosthesis_sim.features.clip import offline_help
+
 NEUTRAL_CAPTION = "a photo"  # for images without a file (and so without a THINGS concept)
 
 
@@ -227,14 +229,9 @@ def _local_folder(model: str, local_files_only: bool, error: type[Exception], me
 
 
 def _vlm_message(model: str, err: Exception) -> str:
-    hub_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-    return (
-        f"captioning model {model!r} not found offline ({type(err).__name__}: {err}).\n"
-        "Provide it in one of two ways:\n"
-        f"  1. on a machine with internet run `hf download {model}` (e.g. Qwen/Qwen2-VL-2B-Instruct), then "
-        f"copy its Hugging Face cache ({hub_home}/hub) here (set HF_HOME if it lives elsewhere);\n"
-        "  2. or point the config at a folder holding the model's save_pretrained() output (model + "
-        "processor): `features.captions.model=/path/to/folder`.\n"
+    return offline_help(
+        "captioning model", model, err, "features.captions.model",
+        "the model's and its processor's save_pretrained() output (e.g. Qwen/Qwen2-VL-2B-Instruct)",
         "Without a VLM, `features.captions._target_=prosthesis_sim.features.captions.ConceptCaptions` "
-        "captions THINGS images from their concept names."
+        "captions THINGS images from their concept names.",
     )

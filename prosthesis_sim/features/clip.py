@@ -87,15 +87,22 @@ class ClipFeatures:
         return f"ClipFeatures({self.cache_id}, device={self.device})"
 
 
-def _missing_message(model: str, err: Exception) -> str:
+def offline_help(what: str, model: str, err: Exception, config_key: str, folder_holds: str, fallback: str) -> str:
+    """The message for weights not found offline: what is missing and the two ways to provide it."""
     hub_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
     return (
-        f"CLIP checkpoint {model!r} not found offline ({type(err).__name__}: {err}).\n"
-        "Provide the weights in one of two ways:\n"
-        f"  1. on a machine with internet run `huggingface-cli download {model}` (or "
-        f"`hf download {model}`), then copy its Hugging Face cache ({hub_home}/hub) to this machine "
-        "(set HF_HOME if it lives elsewhere);\n"
-        "  2. or point the config at a folder: `features.model=/path/to/folder` where the folder holds "
-        "CLIPVisionModelWithProjection.save_pretrained() and CLIPImageProcessor.save_pretrained() output.\n"
-        "Without CLIP weights, the weight-free default `features=gabor` runs everywhere."
+        f"{what} {model!r} not found offline ({type(err).__name__}: {err}).\n"
+        "Provide it in one of two ways:\n"
+        f"  1. on a machine with internet run `huggingface-cli download {model}` (or `hf download {model}`), "
+        f"then copy its Hugging Face cache ({hub_home}/hub) to this machine (set HF_HOME if it lives elsewhere);\n"
+        f"  2. or point the config at a folder: `{config_key}=/path/to/folder` where the folder holds "
+        f"{folder_holds}.\n{fallback}"
+    )
+
+
+def _missing_message(model: str, err: Exception) -> str:
+    return offline_help(
+        "CLIP checkpoint", model, err, "features.model",
+        "CLIPVisionModelWithProjection.save_pretrained() and CLIPImageProcessor.save_pretrained() output",
+        "Without CLIP weights, the weight-free default `features=gabor` runs everywhere.",
     )
