@@ -5,7 +5,9 @@ z-scored signal, given the step and the image features. Training: DDPM forward p
 diffusers' ``DDPMScheduler``, epsilon-prediction MSE, AdamW, cosine schedule with warm-up, EMA weights,
 optional condition dropout (for classifier-free guidance). With ``train.checkpoint_dir`` the full
 training state (weights, EMA, optimiser, LR schedule, RNG, data order) is written atomically every
-``train.checkpoint_every`` steps, and a rerun resumes exactly where it stopped. ``prediction_type`` picks what the
+``train.checkpoint_every`` steps, and a rerun resumes exactly where it stopped. Under torchrun the
+training runs data-parallel (DDP, ``prosthesis_sim.distributed``): every process takes its slice of
+the same global batch, so the result does not depend on the number of processes. ``prediction_type`` picks what the
 denoiser predicts (epsilon by default, as the paper; or the clean signal, or v). Sampling: any diffusers scheduler made from
 the training scheduler's config (DDIM by default), seeded. fp16 autocast on CUDA, float32 on CPU.
 """
@@ -25,6 +27,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from prosthesis_sim import distributed
 from prosthesis_sim.checkpoint import atomic_write
 from prosthesis_sim.data.dataset import Normalizer
 from prosthesis_sim.data.regions import region_ids
@@ -32,13 +35,33 @@ from prosthesis_sim.features.cache import cached_features, features_for_images
 
 log = logging.getLogger(__name__)
 
+# Token arrays larger than this stay memory-mapped during training and are read batch by batch
+# (CLIP ViT-L/14 tokens of the 16,540 THINGS-EEG2 training images take 17 GB); smaller ones are
+# standardised once and kept on the device.
+STREAM_TOKENS_BYTES = 2 << 30
+
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
 
 
 def pick_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.local_device()
     return torch.device(device)
+
+
+def _mean_std(tokens: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over images and tokens, per feature; in chunks (float64 sums) for streamed arrays."""
+    if tokens.nbytes <= STREAM_TOKENS_BYTES:
+        return tokens.mean((0, 1)), tokens.std((0, 1)) + 1e-6
+    total, squares = np.zeros(tokens.shape[-1]), np.zeros(tokens.shape[-1])
+    for start in tqdm(range(0, len(tokens), chunk), desc="token statistics", unit="chunk", leave=False, disable=None):
+        block = np.asarray(tokens[start : start + chunk], dtype=np.float64)
+        total += block.sum((0, 1))
+        squares += (block**2).sum((0, 1))
+    count = len(tokens) * tokens.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0))
+    return mean.astype(np.float32), (std + 1e-6).astype(np.float32)
 
 
 def _region_ids(ch_names: list[str]) -> list[int] | None:
@@ -96,8 +119,16 @@ class DiffusionEncoder:
         """Standardise features with training statistics; 'pooled' makes the pooled vector the only token."""
         pooled = (feats.pooled - self.pooled_mean) / self.pooled_std
         tokens = pooled[:, None] if self.inputs == "pooled" else (feats.tokens - self.token_mean) / self.token_std
-        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=self.device)
-        return as_t(tokens), as_t(pooled)
+        return self._tensor(tokens), self._tensor(pooled)
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=self.device)
+
+    def _read_tokens(self, tokens: np.ndarray, img: torch.Tensor) -> torch.Tensor:
+        """Standardised tokens of the images ``img`` read from a (memory-mapped) array, in ``img`` order."""
+        unique, inverse = np.unique(img.cpu().numpy(), return_inverse=True)
+        block = self._tensor((np.asarray(tokens[unique]) - self.token_mean) / self.token_std)
+        return block[torch.as_tensor(inverse, device=self.device)]
 
     def _build(self, n_channels: int, n_times: int, n_tokens: int, token_dim: int, pooled_dim: int,
                region_ids: list[int] | None = None) -> None:
@@ -107,21 +138,43 @@ class DiffusionEncoder:
 
     # -- training -----------------------------------------------------------------------------------
     def fit(self, data) -> None:
+        ctx, joined = distributed.setup(self.device)
+        try:
+            self._fit(data, ctx)
+        finally:
+            distributed.teardown(joined)
+
+    def _fit(self, data, ctx: distributed.Context) -> None:
         cfg = self.train_cfg
         torch.manual_seed(self.seed)
-        feats = cached_features(self.features, data.train_images, data.cache_dir)
-        # Cached features are memory-mapped; only what the conditioning uses is read into memory.
-        tokens = np.asarray(feats.tokens) if self.inputs == "tokens" else np.zeros((len(feats), 1, 1), np.float32)
-        feats = type(feats)(tokens, np.asarray(feats.pooled))
-        self.token_mean, self.token_std = feats.tokens.mean((0, 1)), feats.tokens.std((0, 1)) + 1e-6
+        with ctx.main_first():  # one process fills the feature cache, the others read it
+            feats = cached_features(self.features, data.train_images, data.cache_dir)
+        # Cached features are memory-mapped; only what the conditioning uses is read into memory, and
+        # token arrays over STREAM_TOKENS_BYTES not even that: they are read per batch.
+        raw = feats.tokens if self.inputs == "tokens" else np.zeros((len(feats), 1, 1), np.float32)
+        stream = raw.nbytes > STREAM_TOKENS_BYTES
+        if not stream:
+            raw = np.asarray(raw)
+        self.token_mean, self.token_std = _mean_std(raw)
+        feats = type(feats)(raw, np.asarray(feats.pooled))
         self.pooled_mean, self.pooled_std = feats.pooled.mean(0), feats.pooled.std(0) + 1e-6
         self.norm = data.normalizer
         n_img, n_rep, n_ch, n_t = data.train.shape
         y = torch.as_tensor(self.norm(data.train).reshape(n_img * n_rep, n_ch, n_t), device=self.device)
-        tokens, pooled = self._cond(feats)
+        if stream:
+            pooled = self._tensor((feats.pooled - self.pooled_mean) / self.pooled_std)
+            tokens_of = lambda img: self._read_tokens(raw, img)
+            n_tokens, token_dim = raw.shape[1:]
+        else:
+            tokens, pooled = self._cond(feats)
+            tokens_of = lambda img: tokens[img]
+            n_tokens, token_dim = tokens.shape[1:]
         img_index = torch.arange(n_img, device=self.device).repeat_interleave(n_rep)
-        self._build(n_ch, n_t, tokens.shape[1], tokens.shape[2], pooled.shape[-1], _region_ids(data.ch_names))
+        self._build(n_ch, n_t, n_tokens, token_dim, pooled.shape[-1], _region_ids(data.ch_names))
         model = self.model.train()
+        # DDP averages the gradients of the processes; the unwrapped model is what is saved and averaged
+        ddp = model if ctx.world == 1 else torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema_decay"]))
         opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         steps_per_epoch = math.ceil(len(y) / cfg["batch_size"])
@@ -156,7 +209,8 @@ class DiffusionEncoder:
             atomic_write(state_path, lambda tmp: torch.save(state, tmp))
 
         bar = tqdm(total=total, initial=step, desc=f"train {type(model).__name__}", unit="step", leave=False,
-                   disable=None)
+                   disable=None if ctx.main else True)
+        self.rank_samples = 0  # signals this process trained on (a 1/world share of each batch)
         for epoch in range(epoch0, cfg["epochs"]):
             if epoch != epoch0 or order is None:
                 order = torch.randperm(len(y), generator=gen).to(self.device)
@@ -166,12 +220,21 @@ class DiffusionEncoder:
                 noise = torch.randn(x0.shape, generator=gen).to(self.device)
                 t = torch.randint(0, T, (len(idx),), generator=gen).to(self.device)
                 xt = self.noise_scheduler.add_noise(x0, noise, t)
-                tok, pool = tokens[img], pooled[img]
+                tok, pool = tokens_of(img), pooled[img]
                 drop = (torch.rand(len(idx), generator=gen) < cfg["cond_dropout"]).to(self.device)
                 tok = torch.where(drop[:, None, None], torch.zeros_like(tok), tok)
                 pool = torch.where(drop[:, None], torch.zeros_like(pool), pool)
+                target = self._target(x0, noise, t)
+                if ctx.world > 1:  # this process's slice of the global batch (all drew the same numbers)
+                    mine = slice(ctx.rank, None, ctx.world)
+                    xt, t, tok, pool, target = xt[mine], t[mine], tok[mine], pool[mine], target[mine]
+                self.rank_samples += len(xt)
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                    loss = torch.nn.functional.mse_loss(model(xt, t, tok, pool).float(), self._target(x0, noise, t))
+                    pred = ddp(xt, t, tok, pool).float()
+                if ctx.world == 1:
+                    loss = torch.nn.functional.mse_loss(pred, target)
+                else:  # DDP averages gradients over processes: scale so that equals the global batch mean
+                    loss = torch.nn.functional.mse_loss(pred, target, reduction="sum") * ctx.world / x0.numel()
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
@@ -180,15 +243,17 @@ class DiffusionEncoder:
                 scaler.update()
                 sched.step()
                 ema.update_parameters(model)
-                self.history.append(loss.item())
+                self.history.append(distributed.mean_over_processes(loss, ctx).item())
                 step += 1
                 bar.update()
                 bar.set_postfix(loss=f"{np.mean(self.history[-50:]):.4f}")
                 if state_path is not None and cfg.get("checkpoint_every") and step % cfg["checkpoint_every"] == 0:
-                    save_state(epoch, batch + 1)
+                    if ctx.main:
+                        save_state(epoch, batch + 1)
         bar.close()
-        if state_path is not None:
+        if state_path is not None and ctx.main:
             save_state(cfg["epochs"], 0)
+        self.world_size = ctx.world
         self.model.load_state_dict(ema.module.state_dict())
         self.model.eval()
 
@@ -255,7 +320,10 @@ class DiffusionEncoder:
         arrays.update(self.norm.state_dict())
         arrays.update(token_mean=self.token_mean, token_std=self.token_std,
                       pooled_mean=self.pooled_mean, pooled_std=self.pooled_std)
-        return arrays, {"dims": self.dims, "final_loss": float(np.mean(self.history[-50:])) if self.history else None}
+        meta = {"dims": self.dims, "final_loss": float(np.mean(self.history[-50:])) if self.history else None}
+        if hasattr(self, "world_size"):  # how the last fit() ran: processes, and signals seen by the main one
+            meta.update(train_processes=self.world_size, rank_samples=self.rank_samples)
+        return arrays, meta
 
     def load_state(self, arrays, meta) -> None:
         self.norm = Normalizer.from_state_dict(arrays)

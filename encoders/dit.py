@@ -3,7 +3,8 @@
 After Peebles & Xie's DiT (adaLN-Zero blocks, timestep conditioning through adaptive LayerNorm), with a
 cross-attention layer per block whose queries are brain-signal patches and whose keys/values are the
 image feature tokens (Xu et al. v2). A signal (n_channels x n_times) is cut into patches of
-``patch = (channels_per_patch, samples_per_patch)``; both axes are zero-padded up to a multiple of the
+``patch = (channels_per_patch, samples_per_patch)`` (``None`` channels: all channels in one patch, so one
+config fits 63-channel EEG and 271-channel MEG); both axes are zero-padded up to a multiple of the
 patch size and the padding is removed at the end with an explicit shape check, never a silent crop.
 The position encoding is learnable and factorised: one embedding per channel group (space) plus one
 per time patch (or a brain-region embedding, see ``position``).
@@ -103,7 +104,7 @@ class DiT(nn.Module):
         token_dim: int,
         pooled_dim: int,
         region_ids: list[int] | None = None,
-        patch: tuple[int, int] = (63, 25),
+        patch: tuple[int | None, int] = (None, 25),
         hidden: int = 128,
         depth: int = 4,
         heads: int = 4,
@@ -112,7 +113,9 @@ class DiT(nn.Module):
         conditioning: tuple[str, ...] = ("cross", "adaln"),
     ):
         super().__init__()
-        pc, pt = (int(p) for p in patch)
+        if len(patch) != 2:
+            raise ValueError(f"patch must be (channels, samples), got {patch}")
+        pc, pt = (n_channels if patch[0] is None else int(patch[0])), int(patch[1])
         if pc < 1 or pt < 1:
             raise ValueError(f"patch sizes must be positive, got {patch}")
         self.conditioning = tuple(conditioning)

@@ -34,6 +34,8 @@ def synth(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
 def train(cfg: DictConfig) -> None:
     result = train_and_evaluate(cfg, cfg.out)
+    if not result:  # a non-main torchrun process: the main one reports
+        return
     print(f"\n{result['dataset']['description']}, {result['dataset']['subject']}: "
           f"{result['dataset']['n_train']} train / {result['dataset']['n_test']} test images")
     print(format_table({result["encoder_name"]: result["encoder"], "mean_erp": result["mean_erp"]}))

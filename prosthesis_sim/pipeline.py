@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from hydra.utils import instantiate
 
+from . import distributed
 from .checkpoint import atomic_write_text, fit_cached, load_component, save_component, to_container
 from .evaluate import evaluate_encoder, noise_ceiling, load_test_images, with_ceiling
 from .loop import ClosedLoop, run_loop
@@ -30,15 +31,20 @@ def format_table(rows: dict[str, dict], keys=TABLE_KEYS) -> str:
 
 
 def train_and_evaluate(cfg, out: str | Path) -> dict:
-    """Fit ``cfg.encoder`` on ``cfg.dataset``, save it to out/encoder, score it and the mean-ERP floor."""
+    """Fit ``cfg.encoder`` on ``cfg.dataset``, save it to out/encoder, score it and the mean-ERP floor.
+
+    Under torchrun only the main process saves and scores; the others return an empty dict.
+    """
     out = Path(out)
     data = instantiate(cfg.dataset)
-    images = load_test_images(data)
-    ceiling = noise_ceiling(data, seed=cfg.seed)
     start = time.perf_counter()
     encoder = instantiate(cfg.encoder)
     encoder.fit(data)
     train_s = time.perf_counter() - start
+    if not distributed.context().main:
+        return {}  # under torchrun every process trains; the main one saves and evaluates
+    images = load_test_images(data)
+    ceiling = noise_ceiling(data, seed=cfg.seed)
     save_component(encoder, out / "encoder", cfg.encoder)
     baseline = instantiate(cfg.baseline)
     baseline.fit(data)

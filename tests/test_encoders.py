@@ -178,3 +178,24 @@ def test_evaluation_gives_path_aware_features_the_test_files(small_data, tmp_pat
     assert extractor.seen[-1] == list(small_data.test_images)  # so do test images, for their captions
     enc.generate(load_test_images(small_data)[:1])
     assert extractor.seen[-1] is None  # a camera frame has no file
+
+
+def test_streamed_tokens_train_the_same_model(small_data, monkeypatch):
+    """Token arrays too large for memory are read per batch from the cache: same model as in memory."""
+    import encoders.diffusion as diffusion
+
+    cfg = make("dit", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "train.epochs=2",
+               "train.batch_size=16")
+    in_memory = instantiate(cfg)
+    in_memory.fit(small_data)
+    reads = []
+    read = diffusion.DiffusionEncoder._read_tokens
+    monkeypatch.setattr(diffusion, "STREAM_TOKENS_BYTES", 0)
+    monkeypatch.setattr(diffusion.DiffusionEncoder, "_read_tokens", lambda self, *a: reads.append(1) or read(self, *a))
+    streamed = instantiate(cfg)
+    streamed.fit(small_data)
+    assert len(reads) == len(streamed.history) > 0  # every training step read its batch from the array
+    np.testing.assert_allclose(streamed.token_std, in_memory.token_std, rtol=1e-5)
+    a, b = in_memory.model.state_dict(), streamed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=k)
