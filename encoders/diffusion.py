@@ -172,9 +172,11 @@ class DiffusionEncoder:
         img_index = torch.arange(n_img, device=self.device).repeat_interleave(n_rep)
         self._build(n_ch, n_t, n_tokens, token_dim, pooled.shape[-1], _region_ids(data.ch_names))
         model = self.model.train()
-        # DDP averages the gradients of the processes; the unwrapped model is what is saved and averaged
+        # DDP averages the gradients of the processes; the unwrapped model is what is saved and averaged.
+        # static_graph: the same parameters are used every step, and some never are (e.g. the pooled
+        # projection of a cross-attention-only DiT), which plain DDP refuses.
         ddp = model if ctx.world == 1 else torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None, static_graph=True)
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema_decay"]))
         opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         steps_per_epoch = math.ceil(len(y) / cfg["batch_size"])

@@ -18,7 +18,9 @@ def _meta(out):
 
 
 def test_two_processes_train_the_same_weights_as_one(synth_root, tmp_path):
-    args = ["encoder=dit", f"dataset.root={synth_root}", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1",
+    # dit_paper: cross-attention only, so the pooled projection is never used (DDP must allow that)
+    args = ["encoder=dit_paper", f"dataset.root={synth_root}", "encoder.denoiser.hidden=32",
+            "encoder.denoiser.depth=1", "encoder.denoiser.heads=2", "encoder.denoiser.patch=[8,25]",
             "encoder.n_samples=1", "encoder.sampling_steps=2", "train.epochs=3", "train.batch_size=15",
             "train.checkpoint_every=7"]
     run(["psim-train", *args, f"out={tmp_path / 'one'}"], cwd=tmp_path)
