@@ -218,25 +218,26 @@ class DiffusionEncoder:
                 order = torch.randperm(len(y), generator=gen).to(self.device)
             for batch in range(batch0 if epoch == epoch0 else 0, steps_per_epoch):
                 idx = order[batch * cfg["batch_size"] : (batch + 1) * cfg["batch_size"]]
+                n = len(idx)  # the global batch: every process draws its numbers (one stream), keeps its slice
+                noise = torch.randn((n, n_ch, n_t), generator=gen)
+                t = torch.randint(0, T, (n,), generator=gen)
+                drop = torch.rand(n, generator=gen) < cfg["cond_dropout"]
+                mine = slice(ctx.rank, None, ctx.world)
+                idx = idx[mine]
+                noise, t, drop = (a[mine].to(self.device) for a in (noise, t, drop))
                 x0, img = y[idx], img_index[idx]
-                noise = torch.randn(x0.shape, generator=gen).to(self.device)
-                t = torch.randint(0, T, (len(idx),), generator=gen).to(self.device)
                 xt = self.noise_scheduler.add_noise(x0, noise, t)
                 tok, pool = tokens_of(img), pooled[img]
-                drop = (torch.rand(len(idx), generator=gen) < cfg["cond_dropout"]).to(self.device)
                 tok = torch.where(drop[:, None, None], torch.zeros_like(tok), tok)
                 pool = torch.where(drop[:, None], torch.zeros_like(pool), pool)
-                target = self._target(x0, noise, t)
-                if ctx.world > 1:  # this process's slice of the global batch (all drew the same numbers)
-                    mine = slice(ctx.rank, None, ctx.world)
-                    xt, t, tok, pool, target = xt[mine], t[mine], tok[mine], pool[mine], target[mine]
-                self.rank_samples += len(xt)
+                self.rank_samples += len(idx)
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                     pred = ddp(xt, t, tok, pool).float()
                 if ctx.world == 1:
-                    loss = torch.nn.functional.mse_loss(pred, target)
+                    loss = torch.nn.functional.mse_loss(pred, self._target(x0, noise, t))
                 else:  # DDP averages gradients over processes: scale so that equals the global batch mean
-                    loss = torch.nn.functional.mse_loss(pred, target, reduction="sum") * ctx.world / x0.numel()
+                    loss = (torch.nn.functional.mse_loss(pred, self._target(x0, noise, t), reduction="sum")
+                            * ctx.world / (n * n_ch * n_t))
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
