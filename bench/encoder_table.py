@@ -1,10 +1,10 @@
 """Train and evaluate encoders on the synthetic default and print the within-subject table (Markdown).
 
 Every row is `psim-train` (prosthesis_sim.pipeline.train_and_evaluate) with the overrides shown; runs
-go to outputs/table/<row>-<subject> with their metrics.json. Usage:
-    python bench/encoder_table.py [dataset.root=outputs/synth] [subjects=1,2] [table=within|ablation|paper]
-        [rows='name prefix;other prefix']
-Needs the dataset (make demo, or psim-synth out=outputs/synth).
+go to outputs/table/<row>-<subject> (MEG: outputs/table/meg-<row>-<subject>) with their metrics.json. Usage:
+    python bench/encoder_table.py [dataset=things_eeg2|things_meg] [dataset.root=outputs/synth]
+        [subjects=1,2] [table=within|ablation|paper] [rows='name prefix;other prefix']
+Needs the dataset (make demo, or psim-synth out=outputs/synth; MEG: psim-synth out=outputs/synth_meg modality=meg).
 """
 import sys
 import time
@@ -42,22 +42,44 @@ PAPER = {  # the paper's two architectures, shrunk to what 2 CPU cores train in 
 KEYS = ("mse", "pcc", "pcc_channel", "top1", "top5", "pcc_fraction_of_ceiling")
 
 
+MEG_UNET = ["encoder.denoiser.down_block_types=[DownBlock2D,DownBlock2D,DownBlock2D,CrossAttnDownBlock2D]",
+            "encoder.denoiser.up_block_types=[CrossAttnUpBlock2D,UpBlock2D,UpBlock2D,UpBlock2D]"]
+
+
+def _meg_name(name: str) -> str:
+    return (name.replace("patch 7x25", "patch 16x25")
+            .replace("5 epochs", "2 epochs, cross-attention in the deepest level only"))
+
+
+def _meg_overrides(overrides: list[str]) -> list[str]:
+    """271 x 200 MEG on 2 CPU cores: 16-channel groups keep the reduced dit_paper at 17 x 8 tokens; the
+    reduced UNet's attention over 68 x 50 positions at the third level costs seconds per step, so it
+    attends in the deepest level only (34 x 25) and trains 2 epochs."""
+    out = [o.replace("patch=[7,25]", "patch=[16,25]").replace("train.epochs=5", "train.epochs=2") for o in overrides]
+    return out + MEG_UNET if overrides[0] == "encoder=unet_paper" else out
+
+
 def main(args: list[str]) -> None:
     opts = dict(a.split("=", 1) for a in args)
-    root = opts.pop("dataset.root", "outputs/synth")
+    dataset = opts.pop("dataset", "things_eeg2")
+    meg = dataset == "things_meg"
+    root = opts.pop("dataset.root", "outputs/synth_meg" if meg else "outputs/synth")
     subjects = opts.pop("subjects", "1,2").split(",")
     only = opts.pop("rows", None)
     table = {"within": ROWS, "ablation": ABLATION, "paper": PAPER}[opts.pop("table", "within")]
     rows = {k: v for k, v in table.items() if only is None or any(k.startswith(r) for r in only.split(";"))}
+    if meg:
+        rows = {_meg_name(k): _meg_overrides(v) for k, v in rows.items()}
     print(f"| encoder | subject | {' | '.join(KEYS)} | train s |")
     print("|" + "---|" * (len(KEYS) + 3))
     ceilings = {}
     for name, overrides in rows.items():
         for s in subjects:
             tag = "-".join(o.split("=")[-1].strip("[]").replace(",", "x") for o in overrides[1:])
-            out = Path("outputs/table") / f"{overrides[0].split('=')[-1]}-{tag}-s{s}"
+            out = Path("outputs/table") / f"{'meg-' if meg else ''}{overrides[0].split('=')[-1]}-{tag}-s{s}"
             with initialize_config_module("configs", version_base="1.3"):
-                cfg = compose("train", overrides=[*overrides, f"dataset.root={root}", f"dataset.subject={s}",
+                cfg = compose("train", overrides=[*overrides, f"dataset={dataset}", f"dataset.root={root}",
+                                                  f"dataset.subject={s}",
                                                   f"out={out}", *(f"{k}={v}" for k, v in opts.items())])
             res = train_and_evaluate(cfg, out)
             ceilings[s] = res["noise_ceiling"]["noise_ceiling"]

@@ -312,6 +312,38 @@ def test_dataset_config_instantiates(synth_meg):
     assert data.signal_shape == (271, 200) and data.subject == "sub-01"
 
 
+@pytest.mark.parametrize("encoder, overrides, tokens", [
+    ("dit", [], 8),  # default patch: all 271 channels x 25 samples
+    ("dit_paper", ["encoder.denoiser.patch=[16,25]", "encoder.denoiser.heads=2"], 17 * 8),
+    ("unet_paper", ["encoder.denoiser.block_out_channels=[8,16,32,32]", "encoder.denoiser.norm_num_groups=8",
+                    "encoder.denoiser.cross_attention_dim=32", "encoder.denoiser.layers_per_block=1",
+                    # attention over the 68 x 50 third level costs seconds per step on CPU: deepest only
+                    "encoder.denoiser.down_block_types=[DownBlock2D,DownBlock2D,DownBlock2D,CrossAttnDownBlock2D]",
+                    "encoder.denoiser.up_block_types=[CrossAttnUpBlock2D,UpBlock2D,UpBlock2D,UpBlock2D]"], None),
+])
+def test_diffusion_encoders_train_on_meg(synth_meg, encoder, overrides, tokens):
+    """Every diffusion encoder builds for 271 x 200 MEG (dit_paper with CTF brain regions) and generates it."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    from prosthesis_sim.data.regions import region_ids
+
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("train", overrides=["dataset=things_meg", f"dataset.root={synth_meg}", f"encoder={encoder}",
+                                          "train.checkpoint_dir=null", "train.epochs=2", "train.batch_size=2",
+                                          "encoder.sampling_steps=2", "encoder.n_samples=1", *overrides]
+                      + ([] if encoder == "unet_paper" else ["encoder.denoiser.hidden=32", "encoder.denoiser.depth=1"]))
+    data = instantiate(cfg.dataset)
+    enc = instantiate(cfg.encoder)
+    enc.fit(data)
+    if tokens is not None:
+        assert enc.model.grid[0] * enc.model.grid[1] == tokens
+    if encoder == "dit_paper":
+        assert enc.dims["region_ids"] == region_ids(data.ch_names) and enc.model.position == "region"
+    out = enc.generate([np.zeros((32, 32, 3), np.uint8)] * 2)
+    assert out.shape == (2, 271, 200) and np.isfinite(out).all()
+
+
 def test_unknown_modality_refused(tmp_path):
     with pytest.raises(ValueError, match="modality"):
         synthesize(tmp_path, **{**SYNTH, "modality": "fmri"})
