@@ -48,7 +48,9 @@ MEG_UNET = ["encoder.denoiser.down_block_types=[DownBlock2D,DownBlock2D,DownBloc
 
 def _meg_name(name: str) -> str:
     return (name.replace("patch 7x25", "patch 16x25")
-            .replace("5 epochs", "2 epochs, cross-attention in the deepest level only"))
+            .replace("5 epochs", "2 epochs, cross-attention in the deepest level only")
+            .replace("same reduction", "reduced: channels 8/16/32/32, 1 layer per block, 2 epochs, "
+                                       "cross-attention in the deepest level only"))
 
 
 def _meg_overrides(overrides: list[str]) -> list[str]:

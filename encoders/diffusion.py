@@ -7,9 +7,11 @@ optional condition dropout (for classifier-free guidance). With ``train.checkpoi
 training state (weights, EMA, optimiser, LR schedule, RNG, data order) is written atomically every
 ``train.checkpoint_every`` steps, and a rerun resumes exactly where it stopped. Under torchrun the
 training runs data-parallel (DDP, ``prosthesis_sim.distributed``): every process takes its slice of
-the same global batch, so the result does not depend on the number of processes. ``prediction_type`` picks what the
-denoiser predicts (epsilon by default, as the paper; or the clean signal, or v). Sampling: any diffusers scheduler made from
-the training scheduler's config (DDIM by default), seeded. fp16 autocast on CUDA, float32 on CPU.
+the same global batch, so the result does not depend on the number of processes. Token arrays over
+``STREAM_TOKENS_BYTES`` stay memory-mapped and are read per batch. ``prediction_type`` picks what the
+denoiser predicts (epsilon by default, as the paper; or the clean signal x0, or v). Sampling: any
+diffusers scheduler made from the training scheduler's config (DDIM by default), seeded. fp16
+autocast on CUDA, float32 on CPU.
 """
 from __future__ import annotations
 
