@@ -207,6 +207,12 @@ def _diffs(mine: dict, default: dict) -> list[str]:
             and not (k == "train.checkpoint_dir" and None not in (mine[k], default.get(k)))]
 
 
+def _distance(mine: dict, diffs: list[str]) -> tuple[int, int]:
+    """(differing choices, differing values): a reduced dit_paper run stays dit_paper, not dit."""
+    numbers = sum(isinstance(mine[k], (int, float)) and not isinstance(mine[k], bool) for k in diffs)
+    return len(diffs) - numbers, len(diffs)
+
+
 def _override_value(value) -> str:
     if value is None:
         return "null"
@@ -222,7 +228,9 @@ def describe_encoder(saved: dict) -> list[str] | None:
     """psim-train overrides (``encoder=NAME`` first) that rebuild a saved, resolved encoder config with
     today's configs.
 
-    Base: the encoder option with the same target and the fewest differing values, after choosing for
+    Base: the encoder option with the same target and the fewest differing choices (strings, lists,
+    booleans: architecture, conditioning, sampler), then the fewest differing numbers (sizes, epochs,
+    which runs shrink most often), after choosing for
     each subtree it takes whole from a config group (``features: ${features}``, ``train: ${train}``)
     the closest option of that group. Every value still differing becomes an override, named at the top
     level when the encoder config takes it from there (``seed: ${seed}``). None if no option matches.
@@ -242,7 +250,7 @@ def describe_encoder(saved: dict) -> list[str] | None:
                     args.append(f"{group}={option}")
                     default[group] = tree
         diffs = _diffs(mine, _flatten(default))
-        if best is None or len(diffs) < len(best[1]):
+        if best is None or _distance(mine, diffs) < _distance(mine, best[1]):
             best = (args, diffs, raw, _flatten(default))
     if best is None:
         return None

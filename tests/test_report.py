@@ -245,3 +245,20 @@ def test_sampler_sweep_reproduces_the_saved_sampler_and_is_cached(ablation, monk
     assert again == md
     with pytest.raises(ValueError, match="give both or neither"):
         build_report(dirs, out, samplers=["ddim"])
+
+
+@pytest.mark.parametrize("option, overrides, expected", [
+    # a shrunk dit_paper differs from dit_paper in sizes and from dit in its choices: it stays dit_paper
+    ("dit_paper", ["encoder.denoiser.hidden=64", "encoder.denoiser.depth=2", "encoder.denoiser.heads=4",
+                   "encoder.denoiser.patch=[7,25]", "encoder.sampling_steps=25", "train.epochs=100"],
+     ["encoder=dit_paper", "encoder.denoiser.hidden=64", "encoder.denoiser.depth=2", "encoder.denoiser.heads=4",
+      "encoder.denoiser.patch=[7,25]", "encoder.sampling_steps=25", "train.epochs=100"]),
+    ("dit", ["encoder.denoiser.conditioning=[cross]"], ["encoder=dit", "encoder.denoiser.conditioning=[cross]"]),
+])
+def test_saved_configs_are_described_by_their_nearest_option(option, overrides, expected):
+    from omegaconf import OmegaConf
+
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("train", overrides=[f"encoder={option}", *overrides])
+    args = report_module.describe_encoder(OmegaConf.to_container(cfg.encoder, resolve=True))
+    assert args[0] == expected[0] and sorted(args) == sorted(expected)
