@@ -41,25 +41,25 @@ log = logging.getLogger(__name__)
 # (CLIP ViT-L/14 tokens of the 16,540 THINGS-EEG2 training images take 17 GB); smaller ones are
 # standardised once and kept on the device.
 STREAM_TOKENS_BYTES = 2 << 30
+STAT_CHUNK = 64  # images per chunk when computing statistics of a streamed array
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
 
 
 def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return distributed.local_device()
-    return torch.device(device)
+    return distributed.local_device(device)
 
 
-def _mean_std(tokens: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over images and tokens, per feature; in chunks (float64 sums) for streamed arrays."""
     if tokens.nbytes <= STREAM_TOKENS_BYTES:
         return tokens.mean((0, 1)), tokens.std((0, 1)) + 1e-6
     total, squares = np.zeros(tokens.shape[-1]), np.zeros(tokens.shape[-1])
-    for start in tqdm(range(0, len(tokens), chunk), desc="token statistics", unit="chunk", leave=False, disable=None):
-        block = np.asarray(tokens[start : start + chunk], dtype=np.float64)
+    for start in tqdm(range(0, len(tokens), STAT_CHUNK), desc="token statistics", unit="chunk", leave=False,
+                      disable=None):
+        block = np.asarray(tokens[start : start + STAT_CHUNK], dtype=np.float64)
         total += block.sum((0, 1))
-        squares += (block**2).sum((0, 1))
+        squares += np.square(block, out=block).sum((0, 1))
     count = len(tokens) * tokens.shape[1]
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0))
@@ -200,8 +200,9 @@ class DiffusionEncoder:
             ema.load_state_dict(st["ema"])
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
-            scaler.load_state_dict(st["scaler"])
-            gen.set_state(st["gen"])
+            if st["scaler"]:  # empty when saved without fp16 (on CPU): the scaler starts afresh
+                scaler.load_state_dict(st["scaler"])
+            gen.set_state(st["gen"].cpu())  # map_location moved it to the device; generators take CPU bytes
             step, epoch0, batch0, order, self.history = st["step"], st["epoch"], st["batch"], st["order"], st["history"]
             log.info("resuming from %s at step %d of %d", state_path, step, total)
 
@@ -225,6 +226,10 @@ class DiffusionEncoder:
                 t = torch.randint(0, T, (n,), generator=gen)
                 drop = torch.rand(n, generator=gen) < cfg["cond_dropout"]
                 mine = slice(ctx.rank, None, ctx.world)
+                # a batch with fewer signals than processes leaves some empty: they run the first
+                # signal with weight 0 (every process must take part; fp16 kernels refuse batch 0)
+                weight = 1.0 if len(idx[mine]) else 0.0
+                mine = mine if weight else slice(0, 1)
                 idx = idx[mine]
                 noise, t, drop = (a[mine].to(self.device) for a in (noise, t, drop))
                 x0, img = y[idx], img_index[idx]
@@ -232,14 +237,14 @@ class DiffusionEncoder:
                 tok, pool = tokens_of(img), pooled[img]
                 tok = torch.where(drop[:, None, None], torch.zeros_like(tok), tok)
                 pool = torch.where(drop[:, None], torch.zeros_like(pool), pool)
-                self.rank_samples += len(idx)
+                self.rank_samples += len(idx) if weight else 0
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                     pred = ddp(xt, t, tok, pool).float()
                 if ctx.world == 1:
                     loss = torch.nn.functional.mse_loss(pred, self._target(x0, noise, t))
                 else:  # DDP averages gradients over processes: scale so that equals the global batch mean
                     loss = (torch.nn.functional.mse_loss(pred, self._target(x0, noise, t), reduction="sum")
-                            * ctx.world / (n * n_ch * n_t))
+                            * (weight * ctx.world / (n * n_ch * n_t)))
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)

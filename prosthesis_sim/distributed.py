@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -52,11 +53,25 @@ def context() -> Context:
         raise ValueError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun): {err}") from None
 
 
-def local_device() -> torch.device:
-    """The device of this process: its own GPU under torchrun (cuda:LOCAL_RANK), else cuda or cpu."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", context().local_rank % torch.cuda.device_count())
+# How long processes wait for each other, e.g. for the main process to fill a feature cache (CLIP on a
+# GPU takes minutes for THINGS-EEG2; captioning with a VLM can take longer: fill such caches first
+# with a single-process run).
+TIMEOUT = timedelta(hours=2)
+
+
+def local_device(device: str = "auto") -> torch.device:
+    """``device`` for this process: 'auto' is cuda when there is a GPU, else cpu; a cuda device without
+    an index is this process's own GPU, cuda:LOCAL_RANK (cuda:0 outside torchrun)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type != "cuda" or dev.index is not None:
+        return dev
+    rank, n = context().local_rank, torch.cuda.device_count()
+    if rank >= n:
+        raise ValueError(f"the process with LOCAL_RANK {rank} has no GPU of its own ({n} visible): start at most "
+                         f"{n} processes per machine (torchrun --nproc_per_node {n})")
+    return torch.device("cuda", rank)
 
 
 def setup(device: torch.device) -> tuple[Context, bool]:
@@ -65,8 +80,11 @@ def setup(device: torch.device) -> tuple[Context, bool]:
     if ctx.world == 1 or dist.is_initialized():
         return ctx, False
     if device.type == "cuda":
+        if device.index != ctx.local_rank:
+            raise ValueError(f"under torchrun every process needs its own GPU, but the process with LOCAL_RANK "
+                             f"{ctx.local_rank} was given {device}: set the device to 'auto' or 'cuda'")
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
     return ctx, True
 
 

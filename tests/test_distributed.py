@@ -5,6 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
 from prosthesis_sim import distributed
@@ -21,8 +22,9 @@ def test_two_processes_train_the_same_weights_as_one(synth_root, tmp_path):
     # dit_paper: cross-attention only, so the pooled projection is never used (DDP must allow that)
     args = ["encoder=dit_paper", f"dataset.root={synth_root}", "encoder.denoiser.hidden=32",
             "encoder.denoiser.depth=1", "encoder.denoiser.heads=2", "encoder.denoiser.patch=[8,25]",
-            "encoder.n_samples=1", "encoder.sampling_steps=2", "train.epochs=3", "train.batch_size=15",
-            "train.checkpoint_every=7"]
+            "encoder.n_samples=1", "encoder.sampling_steps=2", "train.epochs=3", "encoder.device=cpu",
+            # 120 signals in batches of 17: the last batch of each epoch holds 1, so one process has none
+            "train.batch_size=17", "train.checkpoint_every=7"]
     run(["psim-train", *args, f"out={tmp_path / 'one'}"], cwd=tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "psim-train"),
@@ -37,7 +39,7 @@ def test_two_processes_train_the_same_weights_as_one(synth_root, tmp_path):
         np.testing.assert_allclose(two[k], one[k], rtol=0, atol=1e-5, err_msg=k)
     meta1, meta2 = _meta(tmp_path / "one"), _meta(tmp_path / "two")
     assert (meta1["train_processes"], meta2["train_processes"]) == (1, 2)
-    # batches of 15 split 8 + 7: the main process saw just over half of what one process saw
+    # batches of 17 split 9 + 8, the last (1) 1 + 0: the main process saw just over half
     assert meta1["rank_samples"] / 2 <= meta2["rank_samples"] < meta1["rank_samples"] * 0.55
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["encoder"]["mse"] > 0
 
@@ -50,3 +52,13 @@ def test_context_outside_torchrun_is_a_single_process(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ValueError, match="WORLD_SIZE"):
         distributed.context()
+
+
+def test_each_process_gets_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.local_device("cuda") == torch.device("cuda", 1)
+    assert distributed.local_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(ValueError, match="LOCAL_RANK 2 has no GPU of its own .2 visible.*nproc_per_node 2"):
+        distributed.local_device("cuda")

@@ -191,6 +191,7 @@ def test_streamed_tokens_train_the_same_model(small_data, monkeypatch):
     reads = []
     read = diffusion.DiffusionEncoder._read_tokens
     monkeypatch.setattr(diffusion, "STREAM_TOKENS_BYTES", 0)
+    monkeypatch.setattr(diffusion, "STAT_CHUNK", 7)  # statistics over several chunks, the last one short
     monkeypatch.setattr(diffusion.DiffusionEncoder, "_read_tokens", lambda self, *a: reads.append(1) or read(self, *a))
     streamed = instantiate(cfg)
     streamed.fit(small_data)
