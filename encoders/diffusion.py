@@ -46,10 +46,6 @@ STAT_CHUNK = 64  # images per chunk when computing statistics of a streamed arra
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
 
 
-def pick_device(device: str) -> torch.device:
-    return distributed.local_device(device)
-
-
 def _mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over images and tokens, per feature; in chunks (float64 sums) for streamed arrays."""
     if tokens.nbytes <= STREAM_TOKENS_BYTES:
@@ -111,7 +107,7 @@ class DiffusionEncoder:
         )
         self.sampler, self.sampling_steps, self.guidance_scale = sampler, sampling_steps, guidance_scale
         self.n_samples, self.sample_batch_size, self.seed = n_samples, sample_batch_size, seed
-        self.device = pick_device(device)
+        self.device = distributed.local_device(device)
         self.amp = fp16 and self.device.type == "cuda"
         self.model: torch.nn.Module | None = None
         self.history: list[float] = []

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from prosthesis_sim.distributed import local_device
 from prosthesis_sim.protocols import Features
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -36,7 +37,7 @@ class ClipFeatures:
         local_files_only: bool = True,
     ):
         if device == "auto":  # the encoder's default: run CLIP where the diffusion model runs
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = local_device(device)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         if dtype != "float32" and not str(device).startswith("cuda"):
