@@ -132,7 +132,7 @@ def test_metadata_matches_folders_in_row_order(small):
 def test_synth_json_records_arguments_and_version(small):
     info = json.loads((small / "synth.json").read_text())
     assert info["version"] == VERSION
-    assert info["args"] == {**SMALL, "out": str(small)}
+    assert info["args"] == {**SMALL, "out": str(small), "retinotopy": True}
 
 
 def test_refuses_foreign_folder_and_leaves_no_stale_concepts(tmp_path):
@@ -235,3 +235,92 @@ def test_completion_is_recorded_last(tmp_path):
     record["complete"] = False  # what an interrupted run leaves behind
     (tmp_path / "d" / "synth.json").write_text(json.dumps(record))
     assert not is_complete(tmp_path / "d")
+
+
+# --------------------------------------------------------------------------------------- retinotopy
+
+# Version 1 of the generator (before the retinotopic sources), on these arguments: sum, sum of squares
+# and every 997th value of sub-01's test array. retinotopy=False must reproduce it.
+V1_ARGS = dict(n_subjects=1, n_train_concepts=3, images_per_concept=2, n_test=3, train_reps=2, test_reps=2,
+               image_size=48, seed=3, progress=False)
+V1_FINGERPRINT = {
+    "eeg": (7164.066846664529, 332305.7586271494, [-0.8579974174499512, 0.540465235710144, 1.1291232109069824,
+            0.7562377452850342, 1.2815628051757812, 1.7184092998504639, 1.0291774272918701, -0.14405077695846558]),
+    "meg": (-21625.691392066256, 1822767.7928852215, [0.6655666828155518, -1.9021549224853516,
+            -0.34276166558265686, 0.6219387054443359, 1.3209636211395264, 0.055147815495729446,
+            1.469614863395691, 1.7506616115570068]),
+}
+
+
+def _test_array(root, modality):
+    name = "preprocessed_eeg_test.npy" if modality == "eeg" else "preprocessed_meg_zs_test.pkl"
+    with open(root / "sub-01" / name, "rb") as f:
+        payload = pickle.load(f)
+    return np.asarray(payload["preprocessed_eeg_data" if modality == "eeg" else "meg_data"], dtype=np.float64)
+
+
+@pytest.mark.parametrize("modality", ["eeg", "meg"])
+def test_retinotopy_off_reproduces_version_1(tmp_path, modality):
+    root = synthesize(tmp_path / "v1", modality=modality, retinotopy=False, **V1_ARGS)
+    x = _test_array(root, modality)
+    total, squares, values = V1_FINGERPRINT[modality]
+    np.testing.assert_allclose([x.sum(), (x**2).sum()], [total, squares], rtol=1e-6)
+    np.testing.assert_allclose(x.reshape(-1)[::997][:8], values, rtol=1e-5, atol=1e-6)
+    assert json.loads((root / "synth.json").read_text())["version"] == 1
+    on = _test_array(synthesize(tmp_path / "v2", modality=modality, **V1_ARGS), modality)
+    assert not np.allclose(on, x)  # the retinotopic sources change the data
+
+
+@pytest.mark.parametrize("modality", ["eeg", "meg"])
+def test_c1_flips_with_the_vertical_hemifield_and_p1_is_contralateral(modality):
+    from prosthesis_sim.data.synth.effects import measure
+
+    rows = {r["quadrant"]: r for r in measure(modality)}
+    for side in ("right", "left"):
+        upper, lower = rows[f"{side} upper"], rows[f"{side} lower"]
+        if modality == "eeg":  # the C1 at Oz/POz: negative for the upper, positive for the lower field
+            assert upper["c1_midline"] < 0 < lower["c1_midline"]
+        assert upper["c1_r_upper_lower"] < (-0.5 if modality == "meg" else 0)  # inverted topography
+    for r in rows.values():
+        assert r["p1_contra_over_ipsi"] > 1.3 and r["n1_contra_over_ipsi"] > 1.3
+        # strengths as calibrated against the N1 (published ratios, docs/synthetic-data.md)
+        assert 0.2 < r["c1_peak_over_n1"] < 0.8 and 0.3 < r["p1_peak_over_n1"] < 0.9
+
+
+def test_field_activations_follow_where_the_contrast_is():
+    from prosthesis_sim.data.synth.effects import quadrant_stimulus
+    from prosthesis_sim.data.synth.retinotopy import field_activations, make_cells
+
+    cells = make_cells()
+    act = field_activations(quadrant_stimulus(1, -1), cells)[0, :, 0]  # contrast, lower-right quadrant
+    in_quadrant = (np.cos(cells.angle) > 0) & (np.sin(cells.angle) < 0) & (cells.ecc > 1.3) & (cells.ecc < 3.2)
+    opposite = (np.cos(cells.angle) < 0) & (np.sin(cells.angle) > 0) & (cells.ecc > 1)
+    assert act[in_quadrant].min() > 0.5 and act[opposite].max() < 0.05
+    edges = np.array([0.0, 0.3, 0.7, 1.3, 2.1, 3.2, 4.5, 5.7])  # ECC_EDGES: mm^2 of V1 per deg^2 falls off
+    per_deg2 = cells.area[::12] / (np.pi * np.diff(edges**2) / 12)
+    assert np.all(np.diff(per_deg2) < 0) and per_deg2[0] > 30 * per_deg2[-1]
+
+
+def test_retinotopic_early_window_carries_the_layout(tmp_path):
+    """With many repetitions (48: the layout signal is weak, as in real EEG), a linear read-out of the
+    60-140 ms window predicts where in the field the images have contrast and luminance (beyond each
+    image's average) better with the retinotopic sources than without (same images and noise streams)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_predict
+
+    from prosthesis_sim.data.dataset import load_image
+    from prosthesis_sim.data.things_eeg2 import load_things_eeg2
+    from prosthesis_sim.data.synth.retinotopy import field_activations
+
+    args = dict(n_subjects=1, n_train_concepts=40, images_per_concept=4, n_test=4, train_reps=48, test_reps=2,
+                image_size=64, seed=1, progress=False)
+    scores = {}
+    for on in (True, False):
+        data = load_things_eeg2(synthesize(tmp_path / str(on), retinotopy=on, **args), subject=1)
+        x = data.normalizer(data.train_average())[:, :, 15:35].reshape(len(data.train), -1)
+        imgs = np.stack([load_image(p) for p in data.train_images]).astype(np.float32) / 255
+        act = field_activations(imgs)
+        y = (act - act.mean(axis=1, keepdims=True)).reshape(len(imgs), -1)  # where, beyond the image's average
+        pred = cross_val_predict(RidgeCV(alphas=np.logspace(0, 6, 13)), x, y, cv=5)
+        scores[on] = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(pred.T, y.T) if b.std() > 0])
+    assert scores[True] > scores[False] + 0.05, scores

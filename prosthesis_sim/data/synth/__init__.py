@@ -1,0 +1,126 @@
+"""Seeded synthetic THINGS-EEG2-like (NICE format) or THINGS-MEG-like (ATM pickles) dataset.
+
+Images are crops of the photos shipped inside scikit-image plus procedural patterns (``images``); the
+EEG or MEG is what a small generative "brain" gives for them: a shared evoked response, retinotopic
+early visual sources (``retinotopy``: C1 from V1/V2 placed by a cortical map, contralateral P1 and N1),
+early occipital components driven by low-level image statistics (``stats``), later occipito-temporal
+components driven by the concept and by nonlinear feature combinations (``brain``), subject-specific
+gains/latencies/topographies (``subject``), 1/f noise, alpha bursts and RSVP overlap for EEG
+(``trials``). The modalities share the brain and the sources and differ in how they are recorded
+(``recording``: sensors, forward model, sampling, paradigm, noise, preprocessing, file format).
+The model and its measured reliability are described in docs/synthetic-data.md.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .brain import N1_PEAK, _Brain
+from .common import _rng
+from .images import _sample_concepts, _write_images
+from .recording import RECORDINGS
+from .retinotopy import RetinotopicSources, calibrate
+from .subject import _Subject
+from .trials import _simulate_split
+
+VERSION = 2  # 2: retinotopic sources (retinotopy=False reproduces version 1 exactly)
+
+
+def synthesize(
+    out,
+    n_subjects=2,
+    n_train_concepts=50,
+    images_per_concept=8,
+    n_test=50,
+    train_reps=4,
+    test_reps=24,
+    image_size=128,
+    seed=0,
+    progress=True,
+    modality="eeg",
+    retinotopy=True,
+) -> Path:
+    """Write a THINGS-EEG2-format (modality="eeg", NICE preprocessing) or THINGS-MEG-format
+    (modality="meg", ATM-style pickles) dataset to `out` and return `out` as a Path.
+
+    Layout: sub-XX/preprocessed_eeg_{training,test}.npy (pickled dicts) or
+    sub-XX/preprocessed_meg_{training,zs_test}.pkl, images/{training,test}_images/,
+    images/image_metadata.npy, synth.json (modality, arguments and generator version). Fully determined
+    by the arguments; seed must be >= 0. ``retinotopy=False`` leaves out the retinotopic sources and
+    reproduces the version-1 dataset.
+    """
+    if min(n_subjects, n_train_concepts, images_per_concept, n_test, train_reps, test_reps) < 1 or image_size < 32:
+        raise ValueError("synthesize: every count must be >= 1 and image_size >= 32")
+    if modality not in RECORDINGS:
+        raise ValueError(f"synthesize: modality must be one of {sorted(RECORDINGS)}, got {modality!r}")
+    args = dict(out=str(out), n_subjects=n_subjects, n_train_concepts=n_train_concepts,
+                images_per_concept=images_per_concept, n_test=n_test, train_reps=train_reps,
+                test_reps=test_reps, image_size=image_size, seed=seed, progress=progress,
+                retinotopy=bool(retinotopy))
+    out = Path(out)
+    _prepare_out(out)
+
+    concepts = _sample_concepts(_rng(seed, "concepts"), n_train_concepts + n_test)
+    order = _rng(seed, "split").permutation(len(concepts))
+    train = sorted((concepts[i] for i in order[:n_train_concepts]), key=lambda c: c["name"])
+    test = sorted((concepts[i] for i in order[n_train_concepts:]), key=lambda c: c["name"])
+    record = {"generator": "prosthesis_sim.data.synth", "version": VERSION if retinotopy else 1, "modality": modality, "args": args,
+              "complete": False, "train_concepts": train, "test_concepts": test}
+    (out / "synth.json").write_text(json.dumps(record, indent=1))  # marks the folder as ours from the start
+
+    with tqdm(total=len(train) * images_per_concept + len(test), desc="images", disable=not progress) as bar:
+        *train_desc, train_fields, train_folders, train_files = _write_images(
+            out, "training", train, images_per_concept, "b", image_size, seed, bar)
+        *test_desc, test_fields, test_folders, test_files = _write_images(
+            out, "test", test, 1, "s", image_size, seed, bar)
+    np.save(out / "images" / "image_metadata.npy", {
+        "train_img_concepts": train_folders, "train_img_files": train_files,
+        "test_img_concepts": test_folders, "test_img_files": test_files})
+
+    brain = _Brain(seed, image_size)
+    rec = RECORDINGS[modality]()
+    splits = (("training", brain.drives(*train_desc), train_reps, images_per_concept, train_fields),
+              ("test", brain.drives(*test_desc), test_reps, 1, test_fields))
+    n_images = sum(len(drives) for _, (drives, _), *_ in splits)
+    scale = None
+    if retinotopy:  # strengths from the population template, so each subject's anatomy varies around them
+        template = RetinotopicSources.build(rec.forward, rec.posterior, rec.scalp_radius)
+        scale = calibrate(template, n1_amplitude=N1_PEAK, sfreq=rec.sfreq)
+    with tqdm(total=n_subjects * n_images, desc=modality.upper(), disable=not progress) as bar:
+        for s in range(n_subjects):
+            subject = _Subject.sample(_rng(seed, "subject", s), rec)
+            if retinotopy:
+                subject.retino = RetinotopicSources.build(
+                    rec.forward, rec.posterior, rec.scalp_radius, _rng(seed, "retinotopy", s)).scaled(scale)
+            for split, (drives, lags), reps, per_concept, fields in splits:
+                data = _simulate_split(seed, s, split, subject, drives, lags, reps, bar,
+                                       fields if retinotopy else None)
+                rec.write(out / f"sub-{s + 1:02d}", split, data, per_concept)
+    tmp = out / "synth.json.tmp"
+    tmp.write_text(json.dumps({**record, "complete": True}, indent=1))
+    tmp.replace(out / "synth.json")  # only a finished run says complete: an interrupted one is redone
+    return out
+
+
+def is_complete(out: str | Path) -> bool:
+    """True when ``out`` holds a synthetic dataset whose generation ran to the end."""
+    try:
+        return bool(json.loads((Path(out) / "synth.json").read_text()).get("complete"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
+def _prepare_out(out: Path) -> None:
+    """Start clean: stale concept folders from a larger earlier run would silently join the dataset."""
+    ours = [out / "images", *out.glob("sub-[0-9][0-9]")]
+    if any(p.exists() for p in ours):
+        if not (out / "synth.json").exists():
+            raise FileExistsError(f"{out} holds data this generator did not write; choose another folder")
+        for p in ours:
+            shutil.rmtree(p)
+    out.mkdir(parents=True, exist_ok=True)
+
