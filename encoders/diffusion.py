@@ -73,6 +73,13 @@ def _region_ids(ch_names: list[str]) -> list[int] | None:
 class DiffusionEncoder:
     """Image -> M/EEG by conditional diffusion. ``denoiser`` is a partial taking the data's shapes."""
 
+    # Constructor arguments that leave the fitted weights unchanged (fit caches ignore them, see
+    # prosthesis_sim.checkpoint.fit_key): how to sample, where to run (device and fp16 change rounding
+    # only) and where training checkpoints go (a resumed run ends bit-identical). ``seed`` is not
+    # listed: it also seeds training.
+    not_fitted = ("sampler", "sampling_steps", "guidance_scale", "n_samples", "sample_batch_size", "device", "fp16",
+                  "train.checkpoint_dir", "train.checkpoint_every", "train.resume")
+
     def __init__(
         self,
         denoiser: Callable[..., torch.nn.Module],

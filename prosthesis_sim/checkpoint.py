@@ -5,6 +5,12 @@ A component directory holds ``config.yaml`` (the resolved Hydra config that rebu
 safetensors metadata). Components implement ``state() -> (arrays, meta)`` and ``load_state(arrays, meta)``.
 Every write goes to a temporary file first and is renamed into place, so a crash never leaves a
 half-written checkpoint where a good one was.
+
+Fit caches are keyed by what changes the fit only (:func:`fit_key`): a component class lists the
+constructor arguments that do not change its fitted state in a class attribute ``not_fitted`` (dotted
+paths reach into nested dicts, e.g. ``"train.checkpoint_dir"``); nested components (any dict with a
+``_target_``) are pruned by their own class's list. On a cache hit the *current* config is built and
+the cached state loaded into it, so sampling settings, devices and output folders apply without a refit.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
@@ -72,13 +78,7 @@ def save_component(obj, directory: str | Path, cfg) -> Path:
     return directory
 
 
-def load_component(directory: str | Path):
-    """Rebuild a component saved by :func:`save_component`."""
-    directory = Path(directory)
-    for name in (CONFIG, WEIGHTS):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name} is missing: not a saved component directory")
-    obj = instantiate(OmegaConf.load(directory / CONFIG))
+def _load_state_into(obj, directory: Path):
     with safe_open(directory / WEIGHTS, framework="np") as f:
         meta = json.loads((f.metadata() or {}).get("meta", "{}"))
     try:
@@ -88,22 +88,75 @@ def load_component(directory: str | Path):
     return obj
 
 
+def load_component(directory: str | Path):
+    """Rebuild a component saved by :func:`save_component`."""
+    directory = Path(directory)
+    for name in (CONFIG, WEIGHTS):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory / name} is missing: not a saved component directory")
+    return _load_state_into(instantiate(OmegaConf.load(directory / CONFIG)), directory)
+
+
 def config_hash(cfg, *extra: str) -> str:
+    """A short hash of the whole resolved config (and ``extra`` strings)."""
     text = json.dumps(to_container(cfg), sort_keys=True, default=str) + "|".join(extra)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def fit_cached(cfg, data, cache_root: str | Path, name: str):
-    """Instantiate ``cfg``, fit it on ``data`` and save it, or load it if that exact fit was saved before.
+def not_fitted(target: str) -> tuple[str, ...]:
+    """The ``not_fitted`` keys declared by the class (or function) a ``_target_`` names; () if none."""
+    try:
+        obj = get_object(target)
+    except Exception as err:  # hydra wraps import errors in its own types
+        raise ValueError(f"_target_ {target!r} cannot be imported, so its fit key is unknown: {err}") from err
+    keys = getattr(obj, "not_fitted", ())
+    if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+        raise TypeError(f"{target}.not_fitted must be a tuple of key names, got {keys!r}")
+    return tuple(keys)
 
-    The cache key covers the resolved config and the dataset's signature, so any change refits.
+
+def _drop(node: dict, path: str) -> None:
+    head, _, rest = path.partition(".")
+    if head not in node:
+        return
+    if not rest:
+        del node[head]
+    elif isinstance(node[head], dict):
+        _drop(node[head], rest)
+
+
+def _prune(node):
+    if isinstance(node, list):
+        return [_prune(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _prune(v) for k, v in node.items()}
+    if isinstance(node.get("_target_"), str):
+        for path in not_fitted(node["_target_"]):
+            _drop(node, path)
+    return node
+
+
+def fit_key(cfg) -> dict:
+    """The resolved config without the keys that do not change a fit (see the module docstring)."""
+    return _prune(to_container(cfg))
+
+
+def fit_cached(cfg, data, cache_root: str | Path, name: str):
+    """Fit ``cfg`` on ``data`` and save it, or load the fit saved before under the same fit key.
+
+    The cache key is :func:`fit_key` of ``cfg`` plus the dataset's signature: a change of anything that
+    changes the fit refits; output folders, sampling settings and devices do not. On a hit the current
+    ``cfg`` is instantiated and the cached state loaded into it. The directory's ``config.yaml`` is the
+    config of the run that fitted it.
     """
-    directory = Path(cache_root) / f"{name}-{config_hash(cfg, data.signature())}"
+    directory = Path(cache_root) / f"{name}-{config_hash(fit_key(cfg), data.signature())}"
+    obj = instantiate(cfg)
     if (directory / WEIGHTS).is_file():
         log.info("%s: reusing %s", name, directory)
-        return load_component(directory), directory
+        _load_state_into(obj, directory)
+        return obj, directory
     log.info("%s: no cached fit in %s, fitting %s", name, directory, cfg.get("_target_"))
-    obj = instantiate(cfg)
     obj.fit(data)
     save_component(obj, directory, cfg)
     log.info("%s: fitted and saved to %s", name, directory)

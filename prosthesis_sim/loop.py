@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from .checkpoint import atomic_write_text
 from .data.dataset import Normalizer
 from .render import PanelRenderer
 from .scores import image_scores, normalised_score, to_grey
@@ -39,16 +40,26 @@ class ClosedLoop:
         self.encoder, self.floor, self.decoder, self.phosphene = encoder, floor, decoder, phosphene
         self.norm, self.seed = norm, seed
 
+    def _decode(self, signal: np.ndarray) -> np.ndarray:
+        """One signal -> the decoder's grey image, of whatever size the decoder makes (checked, not assumed)."""
+        decoded = np.asarray(self.decoder.decode(signal[None]))
+        if decoded.ndim != 3 or len(decoded) != 1:
+            raise ValueError(f"{type(self.decoder).__name__}.decode must return grey images (n, height, width), "
+                             f"got shape {decoded.shape} for one signal")
+        if not np.isfinite(decoded).all():
+            raise ValueError(f"{type(self.decoder).__name__}.decode returned NaN or Inf")
+        return decoded[0]
+
     def step(self, frame: np.ndarray) -> dict:
         """One frame through the loop (encode, decode, phosphene), then its evaluation (floor, ceiling)."""
         t = [time.perf_counter()]
         signal = self.encoder.generate([frame], seed=self.seed)[0]
         t.append(time.perf_counter())
-        decoded = self.decoder.decode(signal[None])[0]
+        decoded = self._decode(signal)
         t.append(time.perf_counter())
         percept = self.phosphene(decoded)
         t.append(time.perf_counter())
-        floor = self.phosphene(self.decoder.decode(self.floor.generate([frame], seed=self.seed))[0])
+        floor = self.phosphene(self._decode(self.floor.generate([frame], seed=self.seed)[0]))
         ceiling = self.phosphene(to_grey(frame))
         scores = {}
         for name, p in (("path", percept), ("floor", floor), ("ceiling", ceiling)):
@@ -129,5 +140,5 @@ def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, displ
     if not records:
         raise RuntimeError("the frame source produced no frames")
     summary = summarise(records, time.perf_counter() - start, grabber.dropped)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

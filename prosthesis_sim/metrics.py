@@ -22,21 +22,41 @@ import numpy as np
 
 
 def _flat_z(x: np.ndarray) -> np.ndarray:
-    """Rows of x (n, ...) flattened, centred and scaled to unit norm (so a dot product is Pearson r)."""
+    """Rows of x (n, ...) flattened, centred and scaled to unit norm (so a dot product is Pearson r).
+
+    A constant row (max == min, tested on the raw values so rounding in the mean cannot turn it into
+    noise) becomes all zeros: its Pearson r with anything is 0, never NaN. A row holding NaN or Inf
+    becomes NaN, so a broken input is never reported as "uncorrelated".
+    """
+    x = np.asarray(x)
     x = x.reshape(len(x), -1).astype(np.float64)
+    if x.shape[1] == 0:
+        raise ValueError(f"Pearson r needs at least one value per row, got shape {x.shape}")
+    finite = np.isfinite(x).all(axis=1)
+    constant = np.ptp(np.where(finite[:, None], x, 0.0), axis=1) == 0
     x = x - x.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    z = np.divide(x, norm, out=np.zeros_like(x), where=(norm > 0) & ~constant[:, None])
+    z[~finite] = np.nan
+    return z
 
 
 def correlation_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """R[i, j] = Pearson r between flattened a[i] and b[j]."""
+    """R[i, j] = Pearson r between flattened a[i] and b[j]; 0 where either is constant."""
     return _flat_z(a) @ _flat_z(b).T
 
 
 def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r between a[i] and b[i] (flattened), for every i."""
-    return np.sum(_flat_z(a) * _flat_z(b), axis=1)
+    """Pearson r between a[i] and b[i] (flattened), for every i; 0 where either is constant.
+
+    The one Pearson implementation of the toolkit: signal metrics and image scores
+    (``scores.pearson``) both use it, so a constant input means the same (0) everywhere.
+    """
+    za, zb = _flat_z(a), _flat_z(b)
+    if za.shape != zb.shape:
+        raise ValueError(f"pearson_rows needs as many rows and values per row in both arrays, got shapes "
+                         f"{np.shape(a)} and {np.shape(b)}")
+    return np.sum(za * zb, axis=1)
 
 
 def identification(generated: np.ndarray, measured: np.ndarray, ks=(1, 5)) -> dict[str, float]:

@@ -80,7 +80,20 @@ def build_loop(cfg) -> tuple[ClosedLoop, PanelRenderer]:
     decoder, _ = fit_cached(cfg.decoder, data, cache, "decoder")
     phosphene = instantiate(cfg.phosphene).build()
     loop = ClosedLoop(encoder, floor, decoder, phosphene, data.normalizer, seed=cfg.seed)
-    return loop, PanelRenderer(data.info, data.times, size=cfg.loop.panel_size)
+    renderer = PanelRenderer(data.info, data.times, size=cfg.loop.panel_size, decoder=stage_name(cfg, "decoder"),
+                             phosphene=stage_name(cfg, "phosphene"))
+    return loop, renderer
+
+
+def stage_name(cfg, group: str) -> str:
+    """The config option chosen for ``group`` (e.g. ``ridge_pixels``) under Hydra, else the class name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return str(choice)
+    return str(cfg[group].get("_target_", group)).rsplit(".", 1)[-1]
 
 
 def run_configured_loop(cfg) -> dict:

@@ -1,7 +1,10 @@
 """Image-level scores of a percept against the camera frame it came from.
 
 The whole frame is mapped onto the implant's visual field (see ``phosphenes.py``), so the whole
-frame is compared with the whole percept, at the percept's resolution.
+frame is compared with the whole percept, at the percept's resolution. Scores as the field computes
+them: SSIM as Wang et al. (2004) define it (11-tap Gaussian window, sigma 1.5, population
+covariance; scikit-image's settings for matching the paper) and Pearson r from the same function
+the signal metrics use (``metrics.pearson_rows``).
 """
 from __future__ import annotations
 
@@ -9,6 +12,12 @@ import cv2
 import numpy as np
 from skimage.color import rgb2gray
 from skimage.metrics import structural_similarity
+
+from .metrics import pearson_rows
+
+SSIM_SIGMA = 1.5  # Wang et al. 2004
+SSIM_WINDOW = 11  # scikit-image's Gaussian window: 2 * int(3.5 * sigma + 0.5) + 1 taps
+MIN_SSIM_SIDE = 3  # the smallest odd window that still compares local structure
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -28,32 +37,48 @@ def to_grey(image: np.ndarray) -> np.ndarray:
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r of two equally sized arrays; 0.0 when either is constant (never NaN)."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    a = a - a.mean()
-    b = b - b.mean()
-    norm = np.sqrt((a @ a) * (b @ b))
-    return float(a @ b / norm) if norm > 0 else 0.0
+    """Pearson r of two equally sized arrays; 0.0 when either is constant (never NaN).
+
+    The same implementation as the signal metrics (``metrics.pearson_rows``).
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.size != b.size:
+        raise ValueError(f"pearson needs equally sized arrays, got shapes {a.shape} and {b.shape}")
+    return float(pearson_rows(a.reshape(1, -1), b.reshape(1, -1))[0])
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two grey images in [0, 1] with Wang et al.'s Gaussian window (sigma 1.5, population covariance).
+
+    scikit-image's rules: the Gaussian filter always has 11 taps (truncated at 3.5 sigma, reflected
+    at the border), and the mean is taken over pixels at least half a window from the border. For an
+    image smaller than 11 pixels on a side the crop shrinks to the largest odd size that fits (as
+    scikit-image asks); below 3 x 3 there is no local structure to compare and this raises.
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"SSIM compares two grey images of one shape, got {a.shape} and {b.shape}")
+    side = min(a.shape)
+    if side < MIN_SSIM_SIDE:
+        raise ValueError(f"image of shape {a.shape} is too small for SSIM: each side must be at least "
+                         f"{MIN_SSIM_SIDE} pixels (the Gaussian window is {SSIM_WINDOW} x {SSIM_WINDOW})")
+    win = min(SSIM_WINDOW, side if side % 2 else side - 1)
+    return float(structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=SSIM_SIGMA,
+                                       use_sample_covariance=False, win_size=win))
 
 
 def image_scores(frame: np.ndarray, percept: np.ndarray) -> dict[str, float]:
     """SSIM and Pearson r between a frame (resized to the percept's shape) and a percept.
 
     frame: RGB uint8 (H, W, 3) or grey float (H, W) in [0, 1]. percept: grey (h, w) in [0, 1].
-    The frame is shrunk with INTER_AREA (an area average, no aliasing). SSIM uses the default 7 x 7
-    window, narrowed to the largest odd size that fits a smaller percept.
+    The frame is shrunk with INTER_AREA (an area average, no aliasing). SSIM: see :func:`ssim`.
     """
     percept = to_grey(percept)
     h, w = percept.shape
-    win = min(7, h, w)
-    if win % 2 == 0:
-        win -= 1
-    if win < 3:
-        raise ValueError(f"percept {percept.shape} is too small for SSIM (needs at least 3 x 3)")
+    if min(h, w) < MIN_SSIM_SIDE:
+        raise ValueError(f"percept of shape {percept.shape} is too small to score: SSIM needs at least "
+                         f"{MIN_SSIM_SIDE} x {MIN_SSIM_SIDE} pixels")
     target = cv2.resize(to_grey(frame), (w, h), interpolation=cv2.INTER_AREA)
-    ssim = structural_similarity(target, percept, data_range=1.0, win_size=win)
-    return {"ssim": float(ssim), "pearson": pearson(target, percept)}
+    return {"ssim": ssim(target, percept), "pearson": pearson(target, percept)}
 
 
 def normalised_score(path, floor, ceiling):

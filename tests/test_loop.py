@@ -2,13 +2,22 @@
 import json
 import time
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import skimage.data
 from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from prosthesis_sim.pipeline import run_configured_loop
+import configs
+from decoders.ridge_pixels import RidgePixels
+from encoders.diffusion import DiffusionEncoder
+from encoders.mean_erp import MeanERP
+from prosthesis_sim.loop import run_loop
+from prosthesis_sim.pipeline import build_loop, run_configured_loop
 from prosthesis_sim.sources import FrameGrabber, SampleClip, VideoSource
 
 
@@ -31,12 +40,15 @@ def test_video_source_reads_rgb_frames(video):
         VideoSource("nope.mp4")
 
 
-def test_loop_headless_on_video(video, synth_root, tmp_path):
+def compose_loop(synth_root, tmp_path, *overrides):
     with initialize_config_module("configs", version_base="1.3"):
-        cfg = compose("loop", overrides=[
-            f"dataset.root={synth_root}", "source=video", f"source.path={video}", f"out={tmp_path / 'run'}",
-            f"cache_dir={tmp_path / 'cache'}", "train.epochs=2", "loop.display=false", "loop.realtime=false",
-        ])
+        return compose("loop", overrides=[
+            f"dataset.root={synth_root}", f"cache_dir={tmp_path / 'cache'}", "train.epochs=2", "loop.display=false",
+            "loop.realtime=false", *overrides])
+
+
+def test_loop_headless_on_video(video, synth_root, tmp_path, monkeypatch):
+    cfg = compose_loop(synth_root, tmp_path, "source=video", f"source.path={video}", f"out={tmp_path / 'run'}")
     summary = run_configured_loop(cfg)
     run = tmp_path / "run"
     assert json.loads((run / "summary.json").read_text()) == summary
@@ -56,7 +68,54 @@ def test_loop_headless_on_video(video, synth_root, tmp_path):
     cap = cv2.VideoCapture(str(run / "panels.mp4"))
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     ok, panel = cap.read()
-    assert ok and n == 9 and panel.shape[1] == 4 * panel.shape[0]
+    size = cfg.loop.panel_size
+    assert ok and n == 9 and panel.shape[1] == 5 * size and panel.shape[0] > size  # five captioned panels
+
+    # a second run elsewhere, sampling differently, reuses every cached fit (as psim-loop after make demo)
+    def no_refit(self, data):
+        raise AssertionError(f"{type(self).__name__} was fitted again")
+
+    for cls in (DiffusionEncoder, MeanERP, RidgePixels):
+        monkeypatch.setattr(cls, "fit", no_refit)
+    again = compose_loop(synth_root, tmp_path, "source=video", f"source.path={video}", f"out={tmp_path / 'other'}",
+                         "encoder.sampler=dpmsolver++", "encoder.sampling_steps=3", "encoder.n_samples=1",
+                         "loop.max_frames=2", "loop.video=false")
+    loop, _ = build_loop(again)
+    assert (loop.encoder.sampler, loop.encoder.sampling_steps, loop.encoder.n_samples) == ("dpmsolver++", 3, 1)
+    assert run_configured_loop(again)["frames"] == 2
+
+
+def tiny_training(decoder_cfg) -> list[str]:
+    """Overrides that shrink every ``epochs`` key of a composed decoder config (at any depth) to 2."""
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}.{key}"
+            if isinstance(value, dict):
+                yield from walk(value, name)
+            elif key == "epochs":
+                yield f"{name}=2"
+    return list(walk(OmegaConf.to_container(decoder_cfg), "decoder"))
+
+
+DECODERS = sorted(Path(configs.__file__).parent.joinpath("decoder").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("decoder", DECODERS, ids=[p.stem for p in DECODERS])
+def test_loop_takes_every_decoder(decoder, synth_root, tmp_path):
+    overrides = [f"decoder={decoder.stem}", "encoder=ridge", "source.frames_per_photo=1"]
+    cfg = compose_loop(synth_root, tmp_path, *overrides)
+    cfg = compose_loop(synth_root, tmp_path, *overrides, *tiny_training(cfg.decoder))
+    loop, renderer = build_loop(cfg)
+    frame = next(iter(instantiate(cfg.source)))
+    res = loop.step(frame)
+    assert res["decoded"].ndim == 2 and np.isfinite(res["decoded"]).all()
+    assert 0 <= res["decoded"].min() and res["decoded"].max() <= 1
+    summary = run_loop(loop, instantiate(cfg.source), renderer, tmp_path / "run", display=False, max_frames=3,
+                       realtime=False)
+    assert summary["frames"] == 3 and all(np.isfinite(v) for v in summary["mean_scores"]["path"].values())
+    cap = cv2.VideoCapture(str(tmp_path / "run" / "panels.mp4"))
+    ok, panel = cap.read()
+    assert ok and panel.shape[1] == 5 * cfg.loop.panel_size
 
 
 class SlowListSource:

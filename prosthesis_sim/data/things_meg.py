@@ -86,8 +86,8 @@ def make_meg_info(ch_names: list[str], sfreq: float) -> mne.Info:
 
     Coil type 'point magnetometer', not CTF axial gradiometer: for CTF coils mne.channels.find_layout
     returns all 275 layout sensors whatever the info holds, while for these it derives the layout from
-    the channels' own positions, so render.sensor_xy and mne.viz.plot_topomap both get one position per
-    channel, in channel order.
+    the channels' own positions, so mne.viz.plot_topomap (and the loop's renderer, which reads its layout)
+    gets one position per channel, in channel order.
     """
     positions = ctf_positions(ch_names)
     radial = positions / np.linalg.norm(positions, axis=1, keepdims=True)
