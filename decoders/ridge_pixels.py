@@ -31,6 +31,9 @@ class RidgePixels:
         self.norm: Normalizer | None = None
 
     def _inputs(self, signals: np.ndarray) -> np.ndarray:
+        n_channels = self.norm.mean.shape[0]
+        if signals.ndim != 3 or signals.shape[1] != n_channels:
+            raise ValueError(f"RidgePixels: signals must be (n, {n_channels} channels, n_times), got {signals.shape}")
         z = self.norm(signals)
         n, c, t = z.shape
         t_used = t - t % self.time_bin

@@ -65,11 +65,37 @@ class ImageToBrainEncoder(Protocol):
 
 @runtime_checkable
 class BrainDecoder(Protocol):
-    """Fits on measured signals of a BrainDataset; decodes signals to grey images in [0, 1]."""
+    """Fits on measured signals of a BrainDataset; decodes signals to grey images in [0, 1].
+
+    Required: ``fit(data)`` and ``decode(signals) -> (n, h, w)``. Saved decoders also implement
+    ``state()`` / ``load_state(arrays, meta)`` (``prosthesis_sim.checkpoint``).
+    Optional, for "decoders that embed" (see :class:`EmbeddingBrainDecoder`): ``embed(signals)`` and
+    ``embed_images(images, paths=None)``, which map signals and images into one space, so test images
+    can be identified from signals (identification applies only to decoders that have both).
+    """
 
     def fit(self, data) -> None: ...
 
     def decode(self, signals: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class EmbeddingBrainDecoder(BrainDecoder, Protocol):
+    """A decoder that embeds: signals and images map into one space, rows L2-normalised.
+
+    ``embed(signals)``: (n, n_channels, n_times) -> (n, d) float32. ``embed_images(images, paths=None)``:
+    RGB uint8 images -> (n, d) float32 in the same space (``paths`` names their files, when known).
+    The cosine similarity ``embed(signals) @ embed_images(images).T`` ranks images for identification.
+    """
+
+    def embed(self, signals: np.ndarray) -> np.ndarray: ...
+
+    def embed_images(self, images: Sequence[np.ndarray], paths=None) -> np.ndarray: ...
+
+
+def can_embed(decoder) -> bool:
+    """Whether ``decoder`` embeds (has ``embed`` and ``embed_images``), i.e. identification applies."""
+    return isinstance(decoder, EmbeddingBrainDecoder)
 
 
 @runtime_checkable
