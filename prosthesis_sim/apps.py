@@ -1,4 +1,4 @@
-"""Command-line apps (Hydra): psim-synth, psim-train, psim-loop, psim-demo, psim-report.
+"""Command-line apps (Hydra): psim-synth, psim-train, psim-loop, psim-demo, psim-report, psim-eval.
 
 Configs ship inside the install (package ``configs``), so the commands work from any folder.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpoint import atomic_write_text
 from .pipeline import format_summary, format_table, run_configured_loop, train_and_evaluate
 
 CONFIGS = "pkg://configs"
@@ -64,7 +65,7 @@ def demo(cfg: DictConfig) -> None:
         _synth(hydra.compose("synth", overrides=[f"out={root}"]))
     summary = run_configured_loop(cfg)
     summary["demo_wall_s"] = time.perf_counter() - start
-    (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(Path(cfg.out) / "summary.json", json.dumps(summary, indent=2))
     print("\n" + format_summary(summary))
     print(f"\ndemo finished in {summary['demo_wall_s']:.0f} s; outputs: {Path(cfg.out) / 'summary.json'} "
           f"and the video {Path(cfg.out) / 'panels.mp4'}")
@@ -75,3 +76,11 @@ def report(cfg: DictConfig) -> None:
     from .report import report_main
 
     report_main(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="eval")
+def evaluate(cfg: DictConfig) -> None:
+    """Every encoder x decoder x phosphene model on the test split: results.csv, results.md, percepts.png."""
+    from .eval import run_eval
+
+    run_eval(cfg)

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from .checkpoint import atomic_write_text, load_component
 from .data.things_eeg2 import subject_dir_name
+from .eval.report_section import eval_section, split_runs
 from .evaluate import evaluate_encoder, load_test_images
 from .plots import topomap_grid
 
@@ -696,8 +697,9 @@ def build_report(runs: list[Path], out: Path, seed: int | None = None, image_roo
     out.mkdir(parents=True, exist_ok=True)
     if bool(samplers) != bool(sampler_steps):
         raise ValueError(f"samplers={list(samplers)} and sampler_steps={list(sampler_steps)}: give both or neither")
+    eval_dirs, train_runs = split_runs(runs)  # psim-eval folders (results.csv) get their own section
     groups: dict[tuple[str, str], list[Run]] = {}
-    for run in load_runs(runs):
+    for run in load_runs(train_runs):
         groups.setdefault(run.dataset_key, []).append(run)
     # sections of one loader together, THINGS-EEG2 first, then the others (MEG ...) in the order given
     targets = list(dict.fromkeys([EEG_LOADER, *(dataset_config(g[0].metrics)["_target_"] for g in groups.values())]))
@@ -716,6 +718,7 @@ def build_report(runs: list[Path], out: Path, seed: int | None = None, image_roo
         text += lines
         for name, part in rows.items():
             parts[name] += part
+    text += eval_section(eval_dirs, out)
     files = ["`within_subject.csv`", "`cross_subject.csv`"]
     files += [f"`{name}.csv`" for name in ("ablation", "samplers") if parts[name]]
     text += ["", "## Runs", "",
@@ -723,7 +726,7 @@ def build_report(runs: list[Path], out: Path, seed: int | None = None, image_roo
              "`dataset=...` and `dataset.image_root=...` when they were not the defaults).", "",
              _md_table(["run", "encoder", "subject", "train s", "command"], parts["runs"]), "",
              f"Files: {', '.join(files)} (every number above, full precision), "
-             f"`{CACHE}/` (cached re-evaluations: delete it to regenerate)."]
+             f"`{CACHE}/` (cached re-evaluations: delete it to regenerate)."] if train_runs else []
     _write_csv(out / "within_subject.csv", parts["within"])
     for name, rows in (("cross_subject", parts["cross"]), ("ablation", parts["ablation"]),
                        ("samplers", parts["samplers"])):
