@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test bench report clean
+.PHONY: install demo test test-fast bench eval report clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,8 +25,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The fast tier for iteration: everything but the tests marked slow (model training, whole apps).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
 bench: $(STAMP)
 	$(BIN)/python bench/loop_latency.py
+
+# The README's psim-eval tables: every encoder x decoder on the synthetic EEG default, subjects 1 and 2.
+eval: $(STAMP)
+	$(BIN)/python -c "import sys; from prosthesis_sim.data.synth import is_complete; sys.exit(not is_complete('outputs/synth'))" || $(BIN)/psim-synth out=outputs/synth
+	$(BIN)/psim-eval dataset.root=outputs/synth dataset.subject=1 out=outputs/eval/sub-01
+	$(BIN)/psim-eval dataset.root=outputs/synth dataset.subject=2 out=outputs/eval/sub-02
 
 # The example evaluation report: train every encoder row of bench/encoder_table.py on the synthetic
 # EEG default and mean_erp, ridge and the default DiT on the synthetic MEG (both subjects each), then

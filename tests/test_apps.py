@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 BIN = Path(sys.executable).parent
@@ -26,6 +27,7 @@ def test_psim_synth_writes_things_format(tmp_path):
     assert len(list((out / "images" / "training_images").glob("*/*.jpg"))) == 6
 
 
+@pytest.mark.slow
 def test_psim_train_writes_metrics(synth_root, tmp_path):
     out = tmp_path / "run"
     stdout = run(["psim-train", "encoder=ridge", "dataset=things_eeg2", f"dataset.root={synth_root}",
@@ -52,6 +54,7 @@ def _weights(path):
     return load_file(path / "encoder" / "weights.safetensors")
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(synth_root, tmp_path):
     """Kill psim-train mid-run, rerun it: the final weights equal those of an uninterrupted run."""
     import time
@@ -83,6 +86,7 @@ def test_killed_training_resumes_to_the_same_weights(synth_root, tmp_path):
     assert "DiffusionEncoder" in stdout
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_state_from_other_settings(synth_root, tmp_path):
     args = ["encoder=dit", f"dataset.root={synth_root}", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1",
             "encoder.n_samples=1", "encoder.sampling_steps=2", "train.epochs=1", f"out={tmp_path}"]

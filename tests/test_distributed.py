@@ -12,6 +12,8 @@ from prosthesis_sim import distributed
 
 from .test_apps import BIN, _weights, run
 
+pytestmark = pytest.mark.slow  # trains models: make test-fast leaves this module out
+
 
 def _meta(out):
     with safe_open(out / "encoder" / "weights.safetensors", framework="np") as f:

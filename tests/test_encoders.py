@@ -11,6 +11,8 @@ from prosthesis_sim.checkpoint import fit_cached, load_component, save_component
 from prosthesis_sim.data.dataset import load_image
 from prosthesis_sim.evaluate import evaluate_encoder, load_test_images
 
+pytestmark = pytest.mark.slow  # trains models: make test-fast leaves this module out
+
 
 def make(encoder, *overrides):
     with initialize_config_module("configs", version_base="1.3"):
@@ -55,7 +57,7 @@ def test_dit_learns_image_specific_signals(small_data, images, floor, trained_di
     _, enc, _ = trained_dit
     metrics = evaluate_encoder(enc, small_data, images)
     assert enc.history[-1] < 0.7 * enc.history[0]  # the denoising loss went down
-    assert metrics["top1"] > floor[1]["top1"] + 0.15, metrics
+    assert metrics["top1"] >= floor[1]["top1"] + 0.15, metrics  # >= 3 more of the 20 images than the floor
     assert metrics["top5"] > floor[1]["top5"] + 0.2, metrics
 
 

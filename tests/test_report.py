@@ -9,6 +9,8 @@ from hydra import compose, initialize_config_module
 from prosthesis_sim import report as report_module
 from prosthesis_sim.report import METRICS, build_report, report_main
 
+pytestmark = pytest.mark.slow  # trains models: make test-fast leaves this module out
+
 RUNS = [("ridge", 1), ("ridge", 2), ("mean_erp", 1), ("mean_erp", 2)]
 COMPARED = ("mse", "pcc", "pcc_channel", "top1", "top5")
 

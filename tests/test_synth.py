@@ -301,6 +301,7 @@ def test_field_activations_follow_where_the_contrast_is():
     assert np.all(np.diff(per_deg2) < 0) and per_deg2[0] > 30 * per_deg2[-1]
 
 
+@pytest.mark.slow
 def test_retinotopic_early_window_carries_the_layout(tmp_path):
     """With many repetitions (48: the layout signal is weak, as in real EEG), a linear read-out of the
     60-140 ms window predicts where in the field the images have contrast and luminance (beyond each
