@@ -33,9 +33,10 @@ C50, NR_EXPONENT = 0.08, 2.0  # Naka-Rushton semi-saturation and exponent of the
 MAG_K, MAG_A = 17.3, 0.75  # Horton & Hoyt (1991): k / (E + a) mm of V1 per degree
 
 KINDS = ("contrast", "on", "off")  # local contrast; luminance increments and decrements vs the background
-# C1 time courses (s) and relative weights: OFF (dark) responses are a little faster and stronger
-V1_LATENCY = {"contrast": 0.080, "on": 0.084, "off": 0.076}
-V1_WEIGHT = {"contrast": 1.0, "on": 0.6, "off": 0.75}
+# Time courses (s) and weights of the three drives: darks dominate V1 (about twice the response to
+# lights, Yeh, Xing & Shapley 2009) and are processed faster (Komban et al. 2014; Jansen et al. 2019)
+V1_LATENCY = {"contrast": 0.080, "on": 0.088, "off": 0.076}
+KIND_WEIGHT = {"contrast": 1.0, "on": 0.5, "off": 1.0}
 C1_WIDTH = 0.012
 V2_DELAY, V2_WEIGHT = 0.010, 0.5
 P1_LATENCY, P1_WIDTH = 0.115, 0.015
@@ -58,6 +59,7 @@ class Cells:
     ecc: np.ndarray
     angle: np.ndarray
     area: np.ndarray
+    field_area: np.ndarray  # deg^2
     masks: np.ndarray  # (n_cells, canvas * canvas)
     canvas: int
 
@@ -76,7 +78,7 @@ def make_cells() -> Cells:
     x, y = np.meshgrid(deg, -deg)  # y up
     ecc, ang = np.hypot(x, y).ravel(), np.mod(np.arctan2(y, x), 2 * np.pi).ravel()
     wedge = 2 * np.pi / N_WEDGES
-    rows, centres, angles, areas = [], [], [], []
+    rows, centres, angles, areas, field = [], [], [], [], []
     for e0, e1 in zip(ECC_EDGES[:-1], ECC_EDGES[1:]):
         for w in range(N_WEDGES):
             inside = (ecc >= e0) & (ecc < e1) & (ang >= w * wedge) & (ang < (w + 1) * wedge)
@@ -84,7 +86,9 @@ def make_cells() -> Cells:
             centres.append(np.sqrt(max(e0, 0.05) * e1))
             angles.append((w + 0.5) * wedge)
             areas.append(_magnified_area(e0, e1, wedge))
-    return Cells(np.array(centres), np.array(angles), np.array(areas), np.array(rows, np.float32), canvas)
+            field.append(wedge / 2 * (e1**2 - e0**2))
+    return Cells(np.array(centres), np.array(angles), np.array(areas), np.array(field), np.array(rows, np.float32),
+                 canvas)
 
 
 def _naka_rushton(x: np.ndarray) -> np.ndarray:
@@ -172,13 +176,14 @@ def source_geometry(cells: Cells, posterior: np.ndarray, scalp_radius: float, rn
 def pooled_drives(cells: Cells, act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drives of the P1 sources (one per quadrant: right-up, right-down, left-up, left-down, each in the
     contralateral hemisphere) and the N1 sources (one per hemifield: right, left): the area-weighted mean
-    activation (contrast, on and off averaged) over the cells of its own field, plus a fraction of the
-    mirror field's (the ipsilateral response)."""
-    mean = act.mean(axis=-1)  # (n, cells)
+    activation (contrast, on and off weighted as in V1) over the cells of its own field, plus a fraction
+    of the mirror field's (the ipsilateral response)."""
+    weights = np.array([KIND_WEIGHT[k] for k in KINDS])
+    mean = act @ (weights / weights.sum())  # (n, cells)
     right, up = np.cos(cells.angle) > 0, np.sin(cells.angle) > 0
     quads = [right & up, right & ~up, ~right & up, ~right & ~up]
-    def pool(mask):
-        w = cells.area * mask
+    def pool(mask):  # extrastriate magnification is flatter than V1's: linear, not areal
+        w = np.sqrt(cells.area * cells.field_area) * mask
         return mean @ (w / w.sum())
     p1, n1 = np.stack([pool(q) for q in quads], 1), np.stack([pool(right), pool(~right)], 1)
     return p1 + P1_IPSILATERAL * p1[:, [2, 3, 0, 1]], n1 + N1_IPSILATERAL * n1[:, [1, 0]]
@@ -219,7 +224,7 @@ class RetinotopicSources:
         for k, kind in enumerate(KINDS):
             lat = V1_LATENCY[kind] + self.latency_shift["c1"]
             for area, delay, weight in (("v1", 0.0, 1.0), ("v2", V2_DELAY, V2_WEIGHT)):
-                topo = act[:, :, k] @ self.fields[area].T * (V1_WEIGHT[kind] * weight)
+                topo = act[:, :, k] @ self.fields[area].T * (KIND_WEIGHT[kind] * weight)
                 c1 = c1 + topo[:, :, None] * _bump(t, lat + delay, C1_WIDTH)
         p1_drive, n1_drive = pooled_drives(self.cells, act)
         p1 = (p1_drive @ self.fields["p1"].T)[:, :, None] * _bump(t, P1_LATENCY + self.latency_shift["p1"], P1_WIDTH)
