@@ -132,7 +132,7 @@ def test_metadata_matches_folders_in_row_order(small):
 def test_synth_json_records_arguments_and_version(small):
     info = json.loads((small / "synth.json").read_text())
     assert info["version"] == VERSION
-    assert info["args"] == {**SMALL, "out": str(small), "retinotopy": True}
+    assert info["args"] == {**SMALL, "out": str(small), "retinotopy": True, "retinotopy_gain": 1.0}
 
 
 def test_refuses_foreign_folder_and_leaves_no_stale_concepts(tmp_path):

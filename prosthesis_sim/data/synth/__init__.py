@@ -43,6 +43,7 @@ def synthesize(
     progress=True,
     modality="eeg",
     retinotopy=True,
+    retinotopy_gain=1.0,
 ) -> Path:
     """Write a THINGS-EEG2-format (modality="eeg", NICE preprocessing) or THINGS-MEG-format
     (modality="meg", ATM-style pickles) dataset to `out` and return `out` as a Path.
@@ -51,16 +52,19 @@ def synthesize(
     sub-XX/preprocessed_meg_{training,zs_test}.pkl, images/{training,test}_images/,
     images/image_metadata.npy, synth.json (modality, arguments and generator version). Fully determined
     by the arguments; seed must be >= 0. ``retinotopy=False`` leaves out the retinotopic sources and
-    reproduces the version-1 dataset.
+    reproduces the version-1 dataset; ``retinotopy_gain`` scales their published strengths (a
+    sensitivity knob: 1 is the calibrated brain).
     """
     if min(n_subjects, n_train_concepts, images_per_concept, n_test, train_reps, test_reps) < 1 or image_size < 32:
         raise ValueError("synthesize: every count must be >= 1 and image_size >= 32")
+    if retinotopy_gain < 0:
+        raise ValueError(f"synthesize: retinotopy_gain must be >= 0, got {retinotopy_gain}")
     if modality not in RECORDINGS:
         raise ValueError(f"synthesize: modality must be one of {sorted(RECORDINGS)}, got {modality!r}")
     args = dict(out=str(out), n_subjects=n_subjects, n_train_concepts=n_train_concepts,
                 images_per_concept=images_per_concept, n_test=n_test, train_reps=train_reps,
                 test_reps=test_reps, image_size=image_size, seed=seed, progress=progress,
-                retinotopy=bool(retinotopy))
+                retinotopy=bool(retinotopy), retinotopy_gain=float(retinotopy_gain))
     out = Path(out)
     _prepare_out(out)
 
@@ -89,7 +93,7 @@ def synthesize(
     scale = None
     if retinotopy:  # strengths from the population template, so each subject's anatomy varies around them
         template = RetinotopicSources.build(rec.forward, rec.posterior, rec.scalp_radius)
-        scale = calibrate(template, n1_amplitude=N1_PEAK, sfreq=rec.sfreq)
+        scale = {k: retinotopy_gain * v for k, v in calibrate(template, n1_amplitude=N1_PEAK, sfreq=rec.sfreq).items()}
     with tqdm(total=n_subjects * n_images, desc=modality.upper(), disable=not progress) as bar:
         for s in range(n_subjects):
             subject = _Subject.sample(_rng(seed, "subject", s), rec)
