@@ -14,6 +14,7 @@ from prosthesis_sim.data.synth import synthesize
 from prosthesis_sim.data.things_eeg2 import DataFormatError
 from prosthesis_sim.data.things_meg import load_things_meg, make_meg_info, things_meg_channels
 from prosthesis_sim.render import mne_topomap_geometry
+from tests.fixtures import things_meg_epochs as release
 
 matplotlib.use("Agg")
 
@@ -61,15 +62,17 @@ def write_pickles(root, train=(3, 2), n_test=4, reps=(1, 6), ch=CH, n_t=N_T, see
 
 
 def write_epochs(path, train, test, rows, tmin=-0.1, n_samples=281, metadata=True, seed=0):
-    """An official-style epochs file (-0.1..1.3 s, 11 magnetometers + a trigger channel) holding
-    train/test (images, reps, channels, 201) in 0..1.0 s, images shuffled within each repetition (as
-    sessions present them), plus a catch trial and a training trial of a test concept (both skipped)."""
+    """An epochs file (-0.1..1.3 s, 11 magnetometers + a trigger channel) holding train/test (images,
+    reps, channels, 201) in 0..1.0 s, images shuffled within each repetition (as sessions present them),
+    plus a catch trial and a training trial of a test concept (both skipped). Its metadata has only
+    `trial_type` and `image_path` (paths as in the release: flat for test images), so the loader takes
+    concepts from file names; tests/fixtures/things_meg_epochs.py writes the release's full layout."""
     rng = np.random.default_rng(seed)
     trials = [(r, "exp", f"images_meg/{c}/{f}", x)
               for (c, f), reps in zip(rows["training"], train) for r, x in enumerate(reps)]
-    trials += [(r, "test", f"images_test_meg/{c}/{f}", x)
+    trials += [(r, "test", f"images_test_meg/{f}", x)
                for (c, f), reps in zip(rows["test"], test) for r, x in enumerate(reps)]
-    trials += [(0, "catch", "", signals(train.shape[2:], 5)),
+    trials += [(0, "catch", "images_catch_meg/catch001.jpg", signals(train.shape[2:], 5)),
                (0, "exp", "images_meg/novel1/novel1_01b.jpg", train[0, 0])]
     order = np.lexsort((rng.random(len(trials)), [r for r, *_ in trials]))
     trials = [trials[i] for i in order]
@@ -224,6 +227,103 @@ def test_epochs_errors(tmp_path, break_it, match):
         img = next((tmp_path / "images" / "test_images").glob("*/novel2_01s.jpg"))
         img.rename(img.with_name("novel2_01s_renamed.jpg"))
     with pytest.raises(DataFormatError, match=match):
+        load_things_meg(tmp_path)
+
+
+# ------------------------------------------------------------------- the release's epochs file and metadata
+
+RELEASE_FIF = "preprocessed_P1-epo.fif"
+
+
+def write_release(root, metadata=None, ch_names=CH, zero_shot_images=True):
+    """preprocessed_P1-epo.fif in <root>/ (as derivatives/preprocessed/ holds it) + ATM-style image
+    folders; returns (metadata as written, data as written)."""
+    meta = release.sample_attributes() if metadata is None else metadata
+    data = release.write_epochs_file(root / RELEASE_FIF, meta, ch_names)
+    release.write_image_folders(root / "images", meta, zero_shot=zero_shot_images)
+    return meta, data
+
+
+def test_release_fixture_has_the_real_layout():
+    """Guards the fixture itself: flat test paths, catch trials, 12 sessions of each test image."""
+    meta = release.sample_attributes()
+    kind = meta["trial_type"]
+    assert set(kind) == {"exp", "test", "catch"} and meta.columns[8] == "image_path"
+    assert all(p.count("/") == 1 and p.startswith("images_test_meg/") for p in meta.loc[kind == "test", "image_path"])
+    assert all(p.count("/") == 2 and p.startswith("images_meg/") for p in meta.loc[kind == "exp", "image_path"])
+    assert meta.loc[kind == "catch", "things_category_nr"].isna().all()
+    test = meta[kind == "test"]
+    assert test.groupby("image_path")["session_nr"].apply(sorted).tolist() == [list(range(1, 13))] * 2
+    assert set(test["things_category_nr"]) <= set(meta.loc[kind == "exp", "things_category_nr"])
+
+
+@pytest.mark.parametrize("concept_field", [True, False], ids=["things_category_nr", "file_names"])
+def test_release_split_leaves_out_exactly_the_test_concepts(tmp_path, caplog, concept_field):
+    """The bug of issue 12: test paths are flat, so their folder ('images_test_meg') named no concept
+    and nothing was left out. Concepts come from things_category_nr (or, without it, the file name)."""
+    meta = release.sample_attributes()
+    if not concept_field:
+        meta = meta.drop(columns="things_category_nr")
+    meta, data = write_release(tmp_path, meta, ch_names=ALL)
+    with caplog.at_level("INFO", logger="prosthesis_sim.data.things_meg"):
+        ds = load_things_meg(tmp_path, average_train=False, average_test=False)
+    train_concepts = set(release.CONCEPTS) - set(release.TEST_CONCEPTS)
+    assert set(ds.train_concepts) == train_concepts and ds.test_concepts == list(release.TEST_CONCEPTS)
+    assert ds.train.shape == (2 * len(train_concepts), 1, 271, 200) and ds.test.shape == (2, 12, 271, 200)
+    assert "4 training epochs of the 2 test concepts left out" in caplog.text  # 2 test concepts x 2 exemplars
+    assert "24 catch epochs skipped" in caplog.text
+    # every row holds its own image's epochs (0..1.0 s of -0.1..1.3 s, first sample dropped)
+    window = slice(21, 221)
+    paths = meta["image_path"].to_numpy()
+    for k, image in enumerate(ds.train_images):
+        (epoch,) = np.flatnonzero(paths == f"images_meg/{release.concept_of(image.name)}/{image.name}")
+        np.testing.assert_array_equal(ds.train[k, 0], data[epoch, :, window])
+    for k, image in enumerate(ds.test_images):
+        epochs = np.flatnonzero(paths == f"images_test_meg/{image.name}")
+        assert len(epochs) == 12 and meta["session_nr"].to_numpy()[epochs].tolist() == list(range(1, 13))
+        np.testing.assert_array_equal(ds.test_repetitions()[k], data[epochs][:, :, window])
+
+
+def test_release_with_all_concepts_image_folders_says_why(tmp_path):
+    """Image folders of every concept (test concepts' training images included) do not match the
+    zero-shot split: a clear error, not a silent training set with the test concepts in it."""
+    write_release(tmp_path, zero_shot_images=False)
+    with pytest.raises(DataFormatError, match=r"training_images: 12 images listed .* 8 rows.*zero-shot split"):
+        load_things_meg(tmp_path)
+
+
+def _edit(meta, **changes):
+    meta = meta.copy()
+    for column, (where, value) in changes.items():
+        meta.loc[where(meta), column] = value
+    return meta
+
+
+def _first_test(m):
+    return m.index == m.index[(m["trial_type"] == "test").to_numpy()][0]
+
+
+def _first_exp(m):
+    return m.index == m.index[(m["trial_type"] == "exp").to_numpy()][0]
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: _edit(m, things_category_nr=(_first_test, np.nan)),
+     r"metadata 'things_category_nr' of epoch \d+ \(test trial, image coat_rack_13s.jpg\) is nan, not a concept number"),
+    (lambda m: _edit(m, trial_type=(lambda m: m["trial_type"] == "catch", "practice")),
+     r"metadata 'trial_type' has value\(s\) \['practice'\]; expected 'exp' \(training\), 'test' or 'catch'"),
+    (lambda m: _edit(m, things_category_nr=(_first_test, 6.0)),
+     r"metadata gives image coat_rack_13s.jpg two concepts \('things_category_nr' 6 and 2"),
+    (lambda m: m.drop(index=m.index[(m["trial_type"] == "test").to_numpy()][0]),
+     r"test images have 11 to 12 epochs each"),
+    (lambda m: _edit(m, image_path=(_first_exp, np.nan)),
+     r"metadata 'image_path' of epoch \d+ \(exp trial\) is nan"),
+], ids=["category_nan", "unknown_trial_type", "two_categories", "uneven_test_reps", "empty_image_path"])
+def test_release_metadata_errors_name_file_and_field(tmp_path, edit, match):
+    meta = release.sample_attributes()
+    release.write_image_folders(tmp_path / "images", meta)
+    release.write_epochs_file(tmp_path / RELEASE_FIF, edit(meta), CH)
+    with pytest.raises(DataFormatError, match=rf"{RELEASE_FIF}: .*{match}"):
         load_things_meg(tmp_path)
 
 

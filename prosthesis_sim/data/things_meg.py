@@ -24,7 +24,9 @@ KEYS = ("meg_data", "ch_names", "times")
 FILES = {"training": "preprocessed_meg_training.pkl", "test": "preprocessed_meg_zs_test.pkl"}
 EPOCHS_FILE = "preprocessed_P{n}-epo.fif"
 METADATA = ("trial_type", "image_path")  # epochs metadata columns the loader needs
-TRIAL_TYPES = {"exp": "training", "test": "test"}  # trial_type -> split; other trials (catch) are skipped
+CONCEPT_FIELD = "things_category_nr"  # the THINGS concept number (1..1854) of exp and test trials
+TRIAL_TYPES = {"exp": "training", "test": "test"}  # trial_type -> split
+SKIPPED_TRIAL_TYPES = ("catch",)  # attention-check trials (images_catch_meg/...): no THINGS image
 WINDOW = (0.0, 1.0)  # s: the epochs are cropped to this, as the ATM pickles are
 EPOCHS_PER_READ = 1024  # epochs read from the .fif at once (the real file is 27,000 epochs)
 
@@ -204,9 +206,10 @@ def _load_pickles(paths: dict[str, Path], image_root: Path) -> tuple[list[str], 
 
 def _load_epochs(path: Path, image_root: Path) -> tuple[list[str], np.ndarray, dict, str]:
     """The official epochs file. Its metadata (sample_attributes_P{n}.csv) says, per epoch, the split
-    ('trial_type': exp = training, test = test, catch = skipped) and the image ('image_path', whose file
-    name identifies the image and whose folder names the concept). As in the ATM pickles, training
-    images of concepts that have a test image are left out (zero-shot test). Rows follow the image
+    ('trial_type': exp = training, test = test, catch = skipped), the image ('image_path', whose file
+    name identifies the image) and its concept ('things_category_nr'; test paths are flat, so no folder
+    names it). As in the ATM pickles, training images of the test images' concepts are left out
+    (zero-shot test: 1654 of 1854 training concepts in the release). Rows follow the image
     folders' order (image_metadata.npy or sorted folders, as for the pickles); repetitions follow the
     epochs' order and must be equally many for every image of a split."""
     try:
@@ -225,7 +228,12 @@ def _load_epochs(path: Path, image_root: Path) -> tuple[list[str], np.ndarray, d
     window = _window(path, epochs.times, epochs.info["sfreq"])
     splits = {}
     for split, trials in _trials_by_image(path, meta).items():
-        images, concepts = _image_lists(image_root, split, len(trials))
+        try:
+            images, concepts = _image_lists(image_root, split, len(trials))
+        except DataFormatError as err:  # e.g. training folders of all 1854 concepts, test concepts included
+            raise DataFormatError(
+                f"{err}: {path.name} has {split} epochs of {len(trials)} images (zero-shot split: the training "
+                f"images of the test concepts left out); the image folders must hold exactly those") from err
         index = _trial_matrix(path, split, trials, images)
         data = _read_trials(epochs, picks, window, index)
         check_finite(path, f"{split} epochs data", data)
@@ -243,21 +251,68 @@ def _window(path: Path, times: np.ndarray, sfreq: float) -> np.ndarray:
 
 
 def _trials_by_image(path: Path, meta) -> dict[str, dict[str, list[int]]]:
-    """split -> image file name -> epoch indices, in epoch order."""
-    images = [PurePosixPath(str(p).replace("\\", "/")) for p in meta["image_path"]]
-    splits = [TRIAL_TYPES.get(str(t)) for t in meta["trial_type"]]
-    test_concepts = {im.parent.name for im, s in zip(images, splits) if s == "test"}
+    """split -> image file name -> epoch indices, in epoch order (a test image's 12 repetitions are its
+    12 sessions). Catch trials are skipped; training epochs of the test images' concepts are left out.
+
+    The release's paths do not name a test image's concept by folder: training images are
+    'images_meg/<concept>/<file>', test images 'images_test_meg/<file>' (flat) and catch trials
+    'images_catch_meg/catchNNN.jpg'. So the concept is the metadata's CONCEPT_FIELD when present, else
+    the file name without its exemplar suffix ('coat_rack_13s.jpg' -> 'coat_rack')."""
+    kinds = [str(t).strip() for t in meta["trial_type"]]
+    unknown = sorted(set(kinds) - set(TRIAL_TYPES) - set(SKIPPED_TRIAL_TYPES))
+    if unknown:
+        raise DataFormatError(
+            f"{path}: metadata 'trial_type' has value(s) {unknown[:5]}; expected 'exp' (training), 'test' or "
+            f"{', '.join(repr(t) for t in SKIPPED_TRIAL_TYPES)} (skipped)"
+        )
+    splits = [TRIAL_TYPES.get(t) for t in kinds]
+    used = [i for i, s in enumerate(splits) if s is not None]
+    paths = meta["image_path"].tolist()
+    names = {}
+    for i in used:
+        if not isinstance(paths[i], str) or not paths[i].strip():
+            raise DataFormatError(f"{path}: metadata 'image_path' of epoch {i} ({kinds[i]} trial) is {paths[i]!r}")
+        names[i] = PurePosixPath(paths[i].strip().replace("\\", "/")).name
+    concepts = _concepts(path, meta, used, names, kinds)
+    test_concepts = {concepts[i] for i in used if splits[i] == "test"}
     trials: dict[str, dict[str, list[int]]] = {"training": {}, "test": {}}
     left_out = 0
-    for i, (im, split) in enumerate(zip(images, splits)):
-        if split == "training" and im.parent.name in test_concepts:
+    for i in used:
+        if splits[i] == "training" and concepts[i] in test_concepts:
             left_out += 1
-        elif split is not None:
-            trials[split].setdefault(im.name, []).append(i)
+        else:
+            trials[splits[i]].setdefault(names[i], []).append(i)
     if not trials["training"] or not trials["test"]:
         raise DataFormatError(f"{path}: metadata 'trial_type' must mark both 'exp' (training) and 'test' epochs")
-    log.info("%s: %d training epochs of test concepts left out (zero-shot test)", path, left_out)
+    source = f"'{CONCEPT_FIELD}'" if CONCEPT_FIELD in meta.columns else "image file names"
+    log.info("%s: %d training epochs of the %d test concepts left out (zero-shot test; concepts from %s); "
+             "%d catch epochs skipped", path, left_out, len(test_concepts), source, len(kinds) - len(used))
     return trials
+
+
+def _concepts(path: Path, meta, used: list[int], names: dict[int, str], kinds: list[str]) -> dict[int, object]:
+    """Epoch index -> concept id for the exp and test epochs; one concept per image file."""
+    if CONCEPT_FIELD in meta.columns:
+        import pandas as pd  # MNE reads epochs metadata with pandas, so it is there when metadata is
+
+        numbers = pd.to_numeric(meta[CONCEPT_FIELD], errors="coerce").to_numpy(dtype=float)
+        bad = [i for i in used if not (np.isfinite(numbers[i]) and numbers[i] == np.round(numbers[i]))]
+        if bad:
+            i = bad[0]
+            raise DataFormatError(
+                f"{path}: metadata '{CONCEPT_FIELD}' of epoch {i} ({kinds[i]} trial, image {names[i]}) is "
+                f"{meta[CONCEPT_FIELD].tolist()[i]!r}, not a concept number ({len(bad)} such exp/test epochs)"
+            )
+        concepts: dict[int, object] = {i: int(numbers[i]) for i in used}
+    else:
+        concepts = {i: names[i].rsplit(".", 1)[0].rsplit("_", 1)[0] for i in used}
+    seen: dict[str, object] = {}
+    for i in used:
+        if seen.setdefault(names[i], concepts[i]) != concepts[i]:
+            raise DataFormatError(
+                f"{path}: metadata gives image {names[i]} two concepts ('{CONCEPT_FIELD}' "
+                f"{seen[names[i]]!r} and {concepts[i]!r}, epoch {i})")
+    return concepts
 
 
 def _trial_matrix(path: Path, split: str, trials: dict[str, list[int]], images: list[Path]) -> np.ndarray:
