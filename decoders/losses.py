@@ -33,7 +33,9 @@ def _band(n: int, size: int, sigma: float, device, dtype) -> torch.Tensor:
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, sigma: float = SSIM_SIGMA) -> torch.Tensor:
     """Mean SSIM per image of grey images a, b: (n, h, w) -> (n,).
 
-    The window shrinks to the largest odd size that fits images smaller than 11 x 11 (at least 3).
+    The window shrinks to the largest odd size that fits images smaller than 11 x 11 (at least 3). This
+    is a training loss: on images that small it differs from the loop's score (``prosthesis_sim.scores.ssim``,
+    scikit-image's 11-tap window on a shrunken crop); from 11 x 11 up the two agree (a test checks it).
     """
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"ssim expects two (n, h, w) tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from decoders.embedding import EmbeddingDecoder
 from decoders.ridge_pixels import grey_thumbnail
 from prosthesis_sim.data.dataset import load_image
+from prosthesis_sim.features.cache import cache_key
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 WEIGHTINGS = ("softmax", "uniform")
@@ -41,6 +42,12 @@ class RetrievalDecoder:
     """Signal -> blend of the ``top_k`` gallery thumbnails nearest to its decoded embedding."""
 
     not_fitted = ("top_k", "weighting", "progress")  # only used at decode time: changing them never refits
+
+    @staticmethod
+    def fit_inputs(config: dict) -> str:
+        """The gallery folder's files (names, sizes, times), so adding or replacing an image refits."""
+        gallery = config.get("gallery")
+        return "" if gallery is None else cache_key("gallery", find_images(gallery))
 
     def __init__(self, embedding: EmbeddingDecoder, top_k: int = 5, weighting: str = "softmax",
                  gallery: str | None = None, size: Sequence[int] = (32, 32), progress: bool | None = None):

@@ -142,15 +142,26 @@ def fit_key(cfg) -> dict:
     return _prune(to_container(cfg))
 
 
+def _inputs_signature(cfg) -> str:
+    """What a component reads besides the dataset (e.g. a gallery folder's files): its class's
+    ``fit_inputs(config) -> str``, empty when it declares none."""
+    target = cfg.get("_target_") if hasattr(cfg, "get") else None
+    if not target:
+        return ""
+    reader = getattr(get_object(target), "fit_inputs", None)
+    return reader(to_container(cfg)) if reader is not None else ""
+
+
 def fit_cached(cfg, data, cache_root: str | Path, name: str):
     """Fit ``cfg`` on ``data`` and save it, or load the fit saved before under the same fit key.
 
-    The cache key is :func:`fit_key` of ``cfg`` plus the dataset's signature: a change of anything that
+    The cache key is :func:`fit_key` of ``cfg`` plus the dataset's signature (and what the class's
+    ``fit_inputs`` reads, such as a gallery folder's files): a change of anything that
     changes the fit refits; output folders, sampling settings and devices do not. On a hit the current
     ``cfg`` is instantiated and the cached state loaded into it. The directory's ``config.yaml`` is the
     config of the run that fitted it.
     """
-    directory = Path(cache_root) / f"{name}-{config_hash(fit_key(cfg), data.signature())}"
+    directory = Path(cache_root) / f"{name}-{config_hash(fit_key(cfg), data.signature(), _inputs_signature(cfg))}"
     obj = instantiate(cfg)
     if (directory / WEIGHTS).is_file():
         log.info("%s: reusing %s", name, directory)

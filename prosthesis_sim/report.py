@@ -16,7 +16,6 @@ import os
 import re
 from dataclasses import dataclass
 from functools import cache
-from inspect import signature
 from importlib import resources
 from pathlib import Path
 
@@ -518,9 +517,8 @@ def _definitions(out: Path) -> list[str]:
 
 
 def _default_conditioning() -> tuple[str, ...]:
-    from encoders.dit import DiT  # torch: imported only when a DiT run is in the report
-
-    return tuple(signature(DiT).parameters["conditioning"].default)
+    """The default DiT's conditioning, from its shipped config (the framework never imports a plug-in)."""
+    return tuple(OmegaConf.load(resources.files("configs") / "encoder" / "dit.yaml").denoiser.conditioning)
 
 
 def _ablation_variant(config: dict) -> tuple[tuple[str, ...], str] | None:

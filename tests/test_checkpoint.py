@@ -130,3 +130,43 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         atomic_write(path, write)
     assert path.read_text() == "good" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+class Reader(Counter):
+    """Also reads a file named in its config: the file's content is part of what it fits on."""
+
+    @staticmethod
+    def fit_inputs(config: dict) -> str:
+        from pathlib import Path
+
+        return Path(config["source"]).read_text()
+
+    def __init__(self, source: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.source = source
+
+
+def test_what_a_component_reads_besides_the_data_is_in_the_key(tmp_path):
+    source = tmp_path / "gallery.txt"
+    source.write_text("a")
+    cfg = OmegaConf.create({"_target_": f"{__name__}.Reader", "source": str(source), "alpha": 1.0})
+    Counter.fits = 0
+    _, first = fit_cached(cfg, Data(1.0), tmp_path / "cache", "reader")
+    _, same = fit_cached(cfg, Data(1.0), tmp_path / "cache", "reader")
+    source.write_text("b")  # same config, other content: refit
+    _, other = fit_cached(cfg, Data(1.0), tmp_path / "cache", "reader")
+    assert first == same != other and Counter.fits == 2
+
+
+def test_retrieval_gallery_files_are_its_fit_inputs(tmp_path):
+    import cv2
+
+    from decoders.retrieval import RetrievalDecoder
+
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    cv2.imwrite(str(gallery / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    before = RetrievalDecoder.fit_inputs({"gallery": str(gallery)})
+    cv2.imwrite(str(gallery / "b.png"), np.zeros((8, 8, 3), np.uint8))
+    assert RetrievalDecoder.fit_inputs({"gallery": str(gallery)}) != before
+    assert RetrievalDecoder.fit_inputs({"gallery": None}) == ""  # training images: in the data signature

@@ -189,7 +189,10 @@ def test_retrieval_returns_blended_thumbnails_that_beat_the_mean_image(small_dat
     idx, w = retrieval.retrieve(small_data.test_average())
     assert idx.shape == w.shape == (len(images), 5)
     np.testing.assert_allclose(w.sum(1), 1, atol=1e-6)
-    assert np.all(np.diff(w, axis=1) <= 1e-7)  # softmax of similarity: best match weighs most
+    sim = np.take_along_axis(retrieval.embed(small_data.test_average()) @ retrieval.gallery_embeddings.T, idx, 1)
+    expected = np.exp(retrieval.embedding.inverse_temperature * (sim - sim[:, :1]))
+    np.testing.assert_allclose(w, expected / expected.sum(1, keepdims=True), rtol=1e-4)  # softmax of similarity
+    assert np.ptp(w, axis=1).max() > 1e-3  # ... and not uniform where the similarities differ
     assert can_embed(retrieval)
 
 

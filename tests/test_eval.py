@@ -66,6 +66,26 @@ class OracleEncoder:
         self.shape, self.paths = tuple(int(s) for s in arrays["shape"]), meta["paths"]
 
 
+class ScaledMeanERP(MeanERP):
+    """mean_erp times ``scale``, a generation setting the fit cache ignores (like a sampler's guidance)."""
+
+    not_fitted = ("scale",)
+    fits = 0
+    generates = 0
+
+    def __init__(self, scale=1.0):
+        super().__init__()
+        self.scale = scale
+
+    def fit(self, data):
+        type(self).fits += 1
+        super().fit(data)
+
+    def generate(self, images, seed=None, paths=None):
+        type(self).generates += 1
+        return self.scale * super().generate(images, seed, paths)
+
+
 class OracleDecoder:
     """Reads the index from signal [0, 0] - OFFSET: decodes the exact grey test image, embeds it one-hot.
 
@@ -227,6 +247,20 @@ def test_signals_are_generated_once_and_the_second_run_hits_every_cache(grid):
     for key in a:
         for col in ("pearson", "ssim", "norm_pearson", "top1", "encode_ms_per_image"):
             assert a[key][col] == b[key][col], (key, col)
+
+
+def test_new_generation_settings_regenerate_without_refitting(synth_root, tmp_path):
+    ScaledMeanERP.fits = ScaledMeanERP.generates = 0
+    means = []
+    for scale in (1.0, 2.0, 2.0):
+        overrides = grid_overrides(synth_root, tmp_path / f"out{scale}", tmp_path / "cache")
+        overrides = [o for o in overrides if not o.startswith("select.")] + [
+            "+encoders.scaled._target_=tests.test_eval.ScaledMeanERP", f"+encoders.scaled.scale={scale}",
+            "select.encoders=[scaled]", "select.decoders=[ridge_pixels]", "select.phosphenes=[box]"]
+        result = evaluate_batch(compose_eval(overrides))
+        means.append(result.generate_calls.get("scaled", 0))
+    assert ScaledMeanERP.fits == 1  # one fit: scale is not a fit setting
+    assert means == [1, 1, 0] and ScaledMeanERP.generates == 2  # scale 2 regenerates once, then is cached
 
 
 def test_bad_selection_names_the_valid_ones():

@@ -17,6 +17,7 @@ phosphene model reuses it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from ..checkpoint import WEIGHTS, atomic_write, atomic_write_text, fit_cached, load_component
+from ..checkpoint import CONFIG, WEIGHTS, atomic_write, atomic_write_text, fit_cached, load_component, to_container
 from ..evaluate import load_test_images
 from ..features.cache import cache_key
 from ..scores import image_scores, normalised_score, to_grey
@@ -112,7 +113,9 @@ def _encoder_dir(path) -> Path:
 
 
 def load_encoder(cfg, name: str, data, cache: Path):
-    """(encoder, its weights file): loaded from ``encoder_dirs[name]`` or fitted through fit_cached."""
+    """(encoder, its weights file, its settings as text): loaded from ``encoder_dirs[name]`` or fitted
+    through fit_cached. The settings include what the fit cache ignores (sampler, steps, guidance ...),
+    which changes the generated signals."""
     dirs = cfg.get("encoder_dirs") or {}
     if name in dirs:
         directory = _encoder_dir(dirs[name])
@@ -121,9 +124,9 @@ def load_encoder(cfg, name: str, data, cache: Path):
         except FileNotFoundError as err:
             raise FileNotFoundError(f"encoder_dirs.{name}={dirs[name]}: {err} (give a psim-train output folder "
                                     "or its encoder/ folder)") from err
-        return encoder, directory / WEIGHTS
+        return encoder, directory / WEIGHTS, (directory / CONFIG).read_text()
     encoder, directory = fit_cached(cfg.encoders[name], data, cache, "encoder")
-    return encoder, Path(directory) / WEIGHTS
+    return encoder, Path(directory) / WEIGHTS, json.dumps(to_container(cfg.encoders[name]), sort_keys=True)
 
 
 def _check_signals(name: str, signals, data) -> np.ndarray:
@@ -138,9 +141,11 @@ def _check_signals(name: str, signals, data) -> np.ndarray:
 
 
 def generate_cached(name: str, encoder, weights: Path, images: list[np.ndarray], data, seed: int,
-                    cache: Path, calls: dict[str, int]) -> Signals:
-    """The encoder's test signals, generated once and cached by (weights sha256, test image files, seed)."""
-    key = cache_key(f"signals|{_sha256(weights)}|seed={seed}", [Path(p) for p in data.test_images])
+                    cache: Path, calls: dict[str, int], settings: str = "") -> Signals:
+    """The encoder's test signals, generated once and cached by (weights sha256, settings, test image
+    files, seed): new sampling settings regenerate without refitting."""
+    settings_sha = hashlib.sha256(settings.encode()).hexdigest()
+    key = cache_key(f"signals|{_sha256(weights)}|{settings_sha}|seed={seed}", [Path(p) for p in data.test_images])
     path = cache / "signals" / f"signals-{key}.npz"
     if path.is_file():
         with np.load(path) as f:
@@ -203,8 +208,8 @@ def evaluate_batch(cfg: DictConfig) -> EvalResult:
     signals = {MEASURED: Signals(data.test_average().astype(np.float32), float("nan"))}
     for name in chosen["encoders"]:
         if name != MEASURED:
-            encoder, weights = load_encoder(cfg, name, data, cache)
-            signals[name] = generate_cached(name, encoder, weights, images, data, seed, cache, calls)
+            encoder, weights, settings = load_encoder(cfg, name, data, cache)
+            signals[name] = generate_cached(name, encoder, weights, images, data, seed, cache, calls, settings)
             del encoder  # signals are all the grid needs; free the (diffusion) model
     decoders = {name: fit_cached(cfg.decoders[name], data, cache, "decoder")[0] for name in chosen["decoders"]}
     phosphenes = {name: instantiate(cfg.phosphenes[name]).build() for name in chosen["phosphenes"]}

@@ -47,7 +47,8 @@ def identification(signal_emb: np.ndarray, image_emb: np.ndarray, ks=(1, 5)) -> 
 
 
 def fraction_of(value: float, reference: float) -> float:
-    """value / reference, NaN when the reference is 0 or missing (nothing to be a fraction of)."""
-    if reference is None or not np.isfinite(reference) or reference == 0 or value is None:
+    """value / reference, NaN when the reference is missing or not positive: a fraction of a score at
+    or below the floor (which can happen to a normalised score) has no meaning, and its sign would flip."""
+    if reference is None or not np.isfinite(reference) or reference <= 0 or value is None:
         return float("nan")
     return float(value / reference)

@@ -28,6 +28,8 @@ class ClipFeatures:
     call, so building configs and pipelines stays cheap.
     """
 
+    not_fitted = ("device", "batch_size", "local_files_only")  # where and how it runs: a fit on it is the same
+
     def __init__(
         self,
         model: str = "openai/clip-vit-large-patch14",

@@ -110,12 +110,14 @@ def synthesize(
     return out
 
 
-def is_complete(out: str | Path) -> bool:
-    """True when ``out`` holds a synthetic dataset whose generation ran to the end."""
+def is_complete(out: str | Path, version: int | None = VERSION) -> bool:
+    """True when ``out`` holds a synthetic dataset whose generation ran to the end, written by generator
+    ``version`` (None: any), so a dataset from an older generator is made again rather than reused."""
     try:
-        return bool(json.loads((Path(out) / "synth.json").read_text()).get("complete"))
+        record = json.loads((Path(out) / "synth.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return False
+    return bool(record.get("complete")) and (version is None or record.get("version") == version)
 
 
 def _prepare_out(out: Path) -> None:

@@ -88,7 +88,7 @@ class _EEG(_Recording):
 
     def forward(self, positions: np.ndarray, orientations: np.ndarray) -> np.ndarray:
         """(63, k) average-referenced potentials of unit current dipoles (sphere-centred positions, m) in
-        MNE's three-shell sphere head model fitted to the montage."""
+        MNE's layered sphere head model (its default four layers) fitted to the montage."""
         info = eeg_info()
         radius = float(np.linalg.norm(self.sensors - np.asarray(self.centre), axis=1).mean())
         sphere = mne.make_sphere_model(r0=tuple(self.centre), head_radius=radius, info=info, verbose=False)

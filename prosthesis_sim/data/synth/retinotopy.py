@@ -10,8 +10,9 @@ What real early visual M/EEG carries about *where* (references in docs/synthetic
 - dipole moments grow with the cortical area a cell covers (cortical magnification favours the fovea);
 - P1 (100-130 ms, one source per quadrant in lateral extrastriate cortex) and an N1 (150-200 ms, one per
   hemifield) are driven by the contralateral field, so they are larger over the contralateral hemisphere.
-Sources are projected to the sensors with MNE's forward model in a three-shell sphere
-(``mne.make_sphere_model`` + ``mne.make_forward_dipole``), for the EEG montage and the CTF MEG sensors.
+Sources are projected to the sensors with MNE's forward model (``mne.make_sphere_model`` +
+``mne.make_forward_dipole``): for the EEG montage a layered sphere fitted to it (MNE's default four
+layers), for the CTF MEG sensors the spherical conductor (only its centre matters: Sarvas).
 Strengths are set from published amplitude ratios to the N1 (``calibrate``), not fitted to any score.
 The image measures are plain pixel statistics (no filter bank shared with the toolkit's features).
 """
@@ -49,6 +50,7 @@ P1_IPSILATERAL, N1_IPSILATERAL = 0.4, 0.5
 FOVEAL_DEG = 0.75  # eccentricity scale of the exposed occipital pole (normals facing backwards)
 POLE_DEPTH = 0.018  # m from the scalp to the occipital pole (V1 foveal confluence)
 EXTRASTRIATE_DEPTH = 0.022  # m from the scalp to the lateral occipital P1 / N1 sources
+EXTRASTRIATE_TILT = 0.6  # tangential share of their orientation (oblique generators; radial ones are MEG-silent)
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,9 @@ def source_geometry(cells: Cells, posterior: np.ndarray, scalp_radius: float, rn
     medial = -hemi[:, None] * right  # from each hemisphere's medial surface towards the midline
     base = pole + 1e-3 * (z.real[:, None] * axis) + 0.005 * hemi[:, None] * right
     v1_pos = base - 1e-3 * 0.3 * z.imag[:, None] * up  # upper field on the lower bank
-    # calcarine banks: normals up (upper bank, lower field) or down (lower bank, upper field); the exposed
-    # pole (fovea) faces backwards whatever the field, so foveal stimuli flip C1 less
+    # effective current on the calcarine banks: up on the upper bank (lower field), down on the lower bank
+    # (upper field), so C1 flips; the exposed pole (fovea) faces backwards whatever the field, so foveal
+    # stimuli flip C1 less
     foveal = np.exp(-cells.ecc / FOVEAL_DEG)[:, None]
     v1_ori = _unit(-np.sin(phi)[:, None] * up + 0.35 * np.cos(phi)[:, None] * medial - foveal * axis)
     v2_pos = v1_pos - 0.006 * np.sign(phi)[:, None] * up - 0.003 * axis
@@ -168,9 +171,15 @@ def source_geometry(cells: Cells, posterior: np.ndarray, scalp_radius: float, rn
     n1_dir = _unit(0.6 * back + 0.8 * np.array([[-1.0], [1.0]]) * right - 0.1 * up)
     n1_dir = _unit(n1_dir + jitter(0.05, n1_dir.shape))
     depth = scalp_radius - EXTRASTRIATE_DEPTH
+
+    def oblique(d):  # lateral occipital cortex faces out and down-backwards: never purely radial (which
+        towards = back - up  # MEG could not see at all)
+        tangent = _unit(towards - (d @ towards)[:, None] * d)
+        return _unit(d + EXTRASTRIATE_TILT * tangent)
+
     return {"v1": (v1_pos, v1_ori), "v2": (v2_pos, v2_ori),
-            "p1": (depth * p1_dir, p1_dir),  # radial, outwards: positive over the source
-            "n1": (depth * n1_dir, -n1_dir)}  # radial, inwards: negative over the source
+            "p1": (depth * p1_dir, oblique(p1_dir)),  # outwards: positive over the source
+            "n1": (depth * n1_dir, -oblique(n1_dir))}  # inwards: negative over the source
 
 
 def pooled_drives(cells: Cells, act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,4 +256,8 @@ def calibrate(template: RetinotopicSources, n1_amplitude: float, sfreq: float) -
     t = np.arange(round(0.3 * sfreq)) / sfreq
     parts = template.components(field_activations(reference_stimulus(), template.cells), t)
     target = {"c1": C1_RELATIVE, "p1": P1_RELATIVE, "n1": N1_RELATIVE}
-    return {k: target[k] * n1_amplitude / float(np.abs(parts[k]).max()) for k in target}
+    peaks = {k: float(np.abs(parts[k]).max()) for k in target}
+    weak = [k for k in target if peaks[k] < 1e-6 * max(peaks.values())]
+    if weak:  # a field the sensors cannot see (e.g. a radial dipole in MEG) must not be scaled up from rounding
+        raise ValueError(f"retinotopic sources {weak} are invisible to these sensors (peaks {peaks})")
+    return {k: target[k] * n1_amplitude / peaks[k] for k in target}
