@@ -116,7 +116,7 @@ def test_image_scores_identical_and_resized():
     small = cv2.resize(grey, (64, 48), interpolation=cv2.INTER_AREA)
     scores = image_scores(frame, small)
     assert scores["ssim"] == pytest.approx(1.0) and scores["pearson"] == pytest.approx(1.0)
-    # Percepts smaller than the 7 x 7 SSIM window still get a score.
+    # Percepts smaller than the 11-tap Gaussian SSIM window still get a score (the crop narrows).
     assert np.isfinite(image_scores(frame, np.random.default_rng(0).random((5, 6)))["ssim"])
 
 
