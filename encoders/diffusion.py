@@ -10,8 +10,11 @@ training runs data-parallel (DDP, ``prosthesis_sim.distributed``): every process
 the same global batch, so the result does not depend on the number of processes. Token arrays over
 ``STREAM_TOKENS_BYTES`` stay memory-mapped and are read per batch. ``prediction_type`` picks what the
 denoiser predicts (epsilon by default, as the paper; or the clean signal x0, or v). Sampling: any
-diffusers scheduler made from the training scheduler's config (DDIM by default), seeded. fp16
-autocast on CUDA, float32 on CPU.
+diffusers scheduler made from the training scheduler's config (DDIM by default), with
+``timestep_spacing="trailing"`` (the first step at t = T-1), built once per encoder and sampler and
+used the way diffusers' pipelines use it; every image draws its noise from a generator of its own,
+so its sample depends on the seed and the image only (``generate_from_features``). fp16 autocast on
+CUDA, float32 on CPU.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.utils.torch_utils import randn_tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -44,6 +48,24 @@ STREAM_TOKENS_BYTES = 2 << 30
 STAT_CHUNK = 64  # images per chunk when computing statistics of a streamed array
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
+# How the sampler spreads its steps over the training timesteps (diffusers' ``timestep_spacing``).
+# "trailing" starts at t = T-1 for any number of steps (Lin et al. 2024, "Common diffusion noise
+# schedules and sample steps are flawed"); "leading" (the training scheduler's default) starts at
+# T - T/steps + 1, far from pure noise with few steps (t=750 for 4 steps, 500 for 2).
+TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
+
+
+def image_generators(seed: int, keys: Sequence, n_samples: int) -> list[torch.Generator]:
+    """One CPU generator per image, seeded from (``seed``, the image's key), repeated ``n_samples`` times
+    in a row: the list ``randn_tensor`` takes for a batch of ``len(keys) * n_samples`` samples (image-major).
+    The n samples of an image draw one after another from its generator, so what an image draws does
+    not depend on the images sampled with it."""
+    gens = []
+    for key in keys:
+        digest = hashlib.sha256(f"{int(seed)}:".encode() + (key if isinstance(key, bytes) else repr(key).encode()))
+        gen = torch.Generator(device="cpu").manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
+        gens.extend([gen] * n_samples)
+    return gens
 
 
 def _mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,8 +99,8 @@ class DiffusionEncoder:
     # prosthesis_sim.checkpoint.fit_key): how to sample, where to run (device and fp16 change rounding
     # only) and where training checkpoints go (a resumed run ends bit-identical). ``seed`` is not
     # listed: it also seeds training.
-    not_fitted = ("sampler", "sampling_steps", "guidance_scale", "n_samples", "sample_batch_size", "device", "fp16",
-                  "train.checkpoint_dir", "train.checkpoint_every", "train.resume")
+    not_fitted = ("sampler", "sampling_steps", "timestep_spacing", "guidance_scale", "n_samples", "sample_batch_size",
+                  "device", "fp16", "train.checkpoint_dir", "train.checkpoint_every", "train.resume")
 
     def __init__(
         self,
@@ -91,6 +113,7 @@ class DiffusionEncoder:
         prediction_type: str = "epsilon",
         sampler: str = "ddim",
         sampling_steps: int = 25,
+        timestep_spacing: str = "trailing",
         guidance_scale: float = 1.0,
         n_samples: int = 1,
         sample_batch_size: int = 64,
@@ -102,6 +125,8 @@ class DiffusionEncoder:
             raise ValueError(f"encoder.sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"encoder.prediction_type must be epsilon, sample or v_prediction, got {prediction_type!r}")
+        if timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"encoder.timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
         if inputs not in ("tokens", "pooled"):
             raise ValueError(f"encoder.inputs must be 'tokens' or 'pooled', got {inputs!r}")
         self.make_denoiser, self.features, self.inputs = denoiser, features, inputs
@@ -113,6 +138,8 @@ class DiffusionEncoder:
             prediction_type=prediction_type,
         )
         self.sampler, self.sampling_steps, self.guidance_scale = sampler, sampling_steps, guidance_scale
+        self.timestep_spacing = timestep_spacing
+        self._samplers: dict[tuple[str, str], object] = {}  # (sampler, timestep_spacing) -> scheduler, built once
         self.n_samples, self.sample_batch_size, self.seed = n_samples, sample_batch_size, seed
         self.device = distributed.local_device(device)
         self.amp = fp16 and self.device.type == "cuda"
@@ -289,43 +316,104 @@ class DiffusionEncoder:
 
     # -- sampling -----------------------------------------------------------------------------------
     def make_sampler(self):
-        sampler = SAMPLERS[self.sampler].from_config(self.noise_scheduler.config)
-        sampler.set_timesteps(self.sampling_steps, device=self.device)
+        """The scheduler for the current ``sampler`` and ``timestep_spacing``, set to ``sampling_steps``.
+
+        Built once per encoder and setting (``from_config`` of the training scheduler, whose betas and
+        prediction type it shares) and kept; like a diffusers pipeline, each sampling pass calls
+        ``set_timesteps``, which also resets the multistep state (DPM-Solver++'s history). One pass at a
+        time: two threads sampling with one encoder would share that state.
+        """
+        key = (self.sampler, self.timestep_spacing)
+        if key not in self._samplers:
+            if self.sampler not in SAMPLERS:
+                raise ValueError(f"encoder.sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
+            self._samplers[key] = SAMPLERS[self.sampler].from_config(
+                self.noise_scheduler.config, timestep_spacing=self.timestep_spacing)
+        sampler = self._samplers[key]
+        sampler.set_timesteps(int(self.sampling_steps), device=self.device)
         return sampler
 
+    def _noise_keys(self, feats) -> list[bytes]:
+        """Per image: a digest of the features the model is conditioned on (a function of the image alone)."""
+        keys = []
+        for i in range(len(feats)):
+            h = hashlib.sha1(np.ascontiguousarray(feats.pooled[i], dtype=np.float32).tobytes())
+            if self.inputs == "tokens":
+                h.update(np.ascontiguousarray(feats.tokens[i], dtype=np.float32).tobytes())
+            keys.append(h.digest())
+        return keys
+
     @torch.inference_mode()
-    def generate_from_features(self, feats, seed: int | None = None) -> np.ndarray:
+    def generate_from_features(self, feats, seed: int | None = None, keys: Sequence | None = None) -> np.ndarray:
+        """Signals (n, channels, times): the mean of ``n_samples`` samples per image.
+
+        Noise: every image has a generator of its own, seeded from (``seed``, its key), and draws its
+        initial noise (and DDPM's step noise) from it with ``randn_tensor``; the key is by default a
+        digest of the image's features. An image's signal therefore depends on the seed, the image and
+        the sampling settings only: not on its position, the other images of the call, or
+        ``sample_batch_size`` (up to float rounding of batched kernels). ``keys`` (one hashable per
+        image) replaces the digest, e.g. to give different images the same noise.
+
+        In the loop (``prosthesis_sim.loop``: one frame per call, a fixed seed, no keys) every frame
+        draws the noise of its own features: a frame equal to a test image gets exactly that image's
+        evaluated signal, and an unchanged scene an unchanged signal, while a changed frame gets fresh
+        noise (averaged over ``n_samples``). One noise for every frame is a call with ``keys=[0]``.
+        """
         if self.model is None:
             raise RuntimeError("DiffusionEncoder.generate called before fit() or load")
-        gen = torch.Generator(device="cpu").manual_seed(self.seed if seed is None else seed)
+        seed = self.seed if seed is None else seed
+        keys = self._noise_keys(feats) if keys is None else list(keys)
+        if len(keys) != len(feats):
+            raise ValueError(f"generate: {len(keys)} noise keys for {len(feats)} images")
         out, n = [], self.n_samples
         per_batch = max(1, self.sample_batch_size // n)
         for start in range(0, len(feats), per_batch):
             tokens, pooled = self._cond(feats[start : start + per_batch])
+            gens = image_generators(seed, keys[start : start + per_batch], n)
             # all n samples of every image in one batch: one pass of the sampler, not n
-            x = self._sample(tokens.repeat_interleave(n, 0), pooled.repeat_interleave(n, 0), gen)
+            x = self._sample(tokens.repeat_interleave(n, 0), pooled.repeat_interleave(n, 0), gens)
             out.append(x.reshape(len(tokens), n, *x.shape[1:]).mean(1).float().cpu().numpy())
         return self.norm.inverse(np.concatenate(out))
 
-    def _sample(self, tokens: torch.Tensor, pooled: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _guided(self) -> bool:
+        """Whether the sampler runs the unconditional pass: guidance 1 is the conditional model alone."""
+        return self.guidance_scale != 1.0
+
+    def _sample(self, tokens: torch.Tensor, pooled: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+        """One sampler pass over a batch; ``gens`` holds one generator per row (``image_generators``).
+
+        Classifier-free guidance (Ho & Salimans 2022): eps = uncond + s (cond - uncond), where uncond is
+        the model given the null condition, the zero vector for both tokens and pooled vector, which is
+        what training puts in place of the condition with probability ``train.cond_dropout``. Why a zero
+        vector rather than a learned null token (DiT's extra label embedding): the features are
+        standardised with training statistics, so zero is the mean training image, a point the
+        network can tell apart from any real image and learns the unconditional prediction at; a
+        learned vector would be one more input embedding for a continuous condition whose first
+        projection can already map the constant to whatever it needs. It also works unchanged for
+        every denoiser (DiT and the diffusers UNet) and keeps every saved model valid.
+        Guidance 1 skips the unconditional pass (the conditional-only path).
+        """
         sampler = self.make_sampler()
-        x = torch.randn((len(tokens), self.dims["n_channels"], self.dims["n_times"]), generator=gen).to(self.device)
-        guided = self.guidance_scale != 1.0
+        shape = (len(tokens), self.dims["n_channels"], self.dims["n_times"])
+        x = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * sampler.init_noise_sigma
+        guided = self._guided()
         if guided:
             tokens = torch.cat([torch.zeros_like(tokens), tokens])
             pooled = torch.cat([torch.zeros_like(pooled), pooled])
         for t in sampler.timesteps:
-            xin = torch.cat([x, x]) if guided else x
+            xin = sampler.scale_model_input(torch.cat([x, x]) if guided else x, t)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 eps = self.model(xin, t.expand(len(xin)), tokens, pooled).float()
             if guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + self.guidance_scale * (cond - uncond)
-            x = sampler.step(eps, t, x, generator=gen).prev_sample
+            x = sampler.step(eps, t, x, generator=gens).prev_sample
         return x
 
-    def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None) -> np.ndarray:
-        return self.generate_from_features(features_for_images(self.features, images, paths=paths), seed)
+    def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None,
+                 keys: Sequence | None = None) -> np.ndarray:
+        """Signals of images; see ``generate_from_features`` for the noise each image draws."""
+        return self.generate_from_features(features_for_images(self.features, images, paths=paths), seed, keys)
 
     # -- persistence --------------------------------------------------------------------------------
     def state(self):
