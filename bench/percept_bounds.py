@@ -19,16 +19,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import configs
+from decoders.ridge_pixels import grey_thumbnail
 from prosthesis_sim.data.dataset import load_image
 from prosthesis_sim.data.things_eeg2 import load_things_eeg2
 from prosthesis_sim.metrics import correlation_matrix
 from prosthesis_sim.scores import image_scores, to_grey
-
-
-def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(to_grey(image), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def main() -> None:
@@ -41,7 +36,7 @@ def main() -> None:
     data = load_things_eeg2(args.root, subject=args.subject)
     phosphene = instantiate(OmegaConf.load(Path(configs.__file__).parent / "phosphene" / f"{args.phosphene}.yaml")).build()
     images = [load_image(p) for p in data.test_images]
-    train = np.stack([thumbnail(load_image(p), 32) for p in data.train_images])
+    train = np.stack([grey_thumbnail(load_image(p), (32, 32)) for p in data.train_images])
 
     def score(decoded) -> float:
         return float(np.mean([image_scores(im, phosphene(d))["pearson"] for im, d in zip(images, decoded)]))
@@ -49,8 +44,8 @@ def main() -> None:
     rows = {"ceiling (the image)": score([to_grey(im) for im in images]),
             "floor (constant grey)": score([np.full((32, 32), 0.5, np.float32)] * len(images))}
     for size in (2, 4, 8):
-        rows[f"own {size} x {size} thumbnail"] = score([thumbnail(im, size) for im in images])
-    best = np.argsort(-correlation_matrix(np.stack([thumbnail(im, 32) for im in images]), train), axis=1)
+        rows[f"own {size} x {size} thumbnail"] = score([grey_thumbnail(im, (size, size)) for im in images])
+    best = np.argsort(-correlation_matrix(np.stack([grey_thumbnail(im, (32, 32)) for im in images]), train), axis=1)
     for k in (1, 5, 20):
         rows[f"best {k} training thumbnails"] = score([train[idx[:k]].mean(0) for idx in best])
     floor, ceiling = rows["floor (constant grey)"], rows["ceiling (the image)"]

@@ -117,12 +117,16 @@ def test_embedding_identifies_test_images_above_chance(small_data, images, embed
     np.testing.assert_allclose(embedding.embed_files(small_data.test_images), gallery, atol=1e-5)
 
 
-def test_embedding_image_head_beats_the_mean_image(small_data, images, embedding):
-    decoded = embedding.decode(small_data.test_average())
-    assert decoded.shape == (len(images), 32, 32) and decoded.dtype == np.float32
+def assert_grey_images_beat_the_mean(decoded, small_data, images, size):
+    """Decoded test images: float32 (n, *size) in [0, 1], closer to the true thumbnails than the mean image."""
+    assert decoded.shape == (len(images), *size) and decoded.dtype == np.float32
     assert decoded.min() >= 0 and decoded.max() <= 1
-    ok, scores = beats_mean_image(decoded, *truth_and_mean(small_data, images, (32, 32)))
+    ok, scores = beats_mean_image(decoded, *truth_and_mean(small_data, images, size))
     assert ok, scores
+
+
+def test_embedding_image_head_beats_the_mean_image(small_data, images, embedding):
+    assert_grey_images_beat_the_mean(embedding.decode(small_data.test_average()), small_data, images, (32, 32))
 
 
 def test_embedding_is_an_embedding_decoder(embedding):
@@ -181,11 +185,7 @@ def test_embedding_load_refuses_other_features(embedding, tmp_path):
 
 # -- retrieval -------------------------------------------------------------------------------------
 def test_retrieval_returns_blended_thumbnails_that_beat_the_mean_image(small_data, images, retrieval):
-    decoded = retrieval.decode(small_data.test_average())
-    assert decoded.shape == (len(images), 24, 24) and decoded.dtype == np.float32
-    assert decoded.min() >= 0 and decoded.max() <= 1
-    ok, scores = beats_mean_image(decoded, *truth_and_mean(small_data, images, (24, 24)))
-    assert ok, scores
+    assert_grey_images_beat_the_mean(retrieval.decode(small_data.test_average()), small_data, images, (24, 24))
     idx, w = retrieval.retrieve(small_data.test_average())
     assert idx.shape == w.shape == (len(images), 5)
     np.testing.assert_allclose(w.sum(1), 1, atol=1e-6)

@@ -7,6 +7,8 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from prosthesis_sim import report as report_module
+from prosthesis_sim.report import runs as report_runs
+from prosthesis_sim.report import scoring as report_scoring
 from prosthesis_sim.report import METRICS, build_report, report_main
 
 pytestmark = pytest.mark.slow  # trains models: make test-fast leaves this module out
@@ -131,9 +133,9 @@ def test_rebuild_reads_the_cache_and_report_main_composes(built, runs, tmp_path,
     def refuse(*args, **kwargs):
         raise AssertionError("a cached evaluation was recomputed")
 
-    monkeypatch.setattr(report_module, "load_component", refuse)
-    monkeypatch.setattr(report_module, "load_dataset", refuse)
-    report_module._configs.cache_clear()
+    monkeypatch.setattr(report_scoring, "load_component", refuse)
+    monkeypatch.setattr(report_scoring, "load_dataset", refuse)
+    report_runs._configs.cache_clear()
     with initialize_config_module("configs", version_base="1.3"):
         cfg = compose("report", overrides=[f"runs=[{runs}]", f"out={tmp_path / 'report'}"])
         assert cfg.seed is None
@@ -241,8 +243,8 @@ def test_sampler_sweep_reproduces_the_saved_sampler_and_is_cached(ablation, monk
     def refuse(*args, **kwargs):
         raise AssertionError("a cached evaluation was recomputed")
 
-    monkeypatch.setattr(report_module, "load_component", refuse)
-    monkeypatch.setattr(report_module, "load_dataset", refuse)
+    monkeypatch.setattr(report_scoring, "load_component", refuse)
+    monkeypatch.setattr(report_scoring, "load_dataset", refuse)
     again = build_report(dirs, out, samplers=["ddim", "dpmsolver++"], sampler_steps=[2, 3]).read_text()
     assert again == md
     with pytest.raises(ValueError, match="give both or neither"):

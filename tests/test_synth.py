@@ -293,11 +293,10 @@ def test_c1_flips_with_the_vertical_hemifield_and_p1_is_contralateral(modality):
 
 
 def test_field_activations_follow_where_the_contrast_is():
-    from prosthesis_sim.data.synth.effects import quadrant_stimulus
-    from prosthesis_sim.data.synth.retinotopy import field_activations, make_cells
+    from prosthesis_sim.data.synth.retinotopy import field_activations, make_cells, quadrant_checkerboard
 
     cells = make_cells()
-    act = field_activations(quadrant_stimulus(1, -1), cells)[0, :, 0]  # contrast, lower-right quadrant
+    act = field_activations(quadrant_checkerboard(1, -1), cells)[0, :, 0]  # contrast, lower-right quadrant
     in_quadrant = (np.cos(cells.angle) > 0) & (np.sin(cells.angle) < 0) & (cells.ecc > 1.3) & (cells.ecc < 3.2)
     opposite = (np.cos(cells.angle) < 0) & (np.sin(cells.angle) > 0) & (cells.ecc > 1)
     assert act[in_quadrant].min() > 0.5 and act[opposite].max() < 0.05

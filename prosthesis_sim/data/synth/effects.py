@@ -15,17 +15,7 @@ import numpy as np
 from .brain import N1_PEAK
 from .common import _rng
 from .recording import RECORDINGS
-from .retinotopy import BACKGROUND, FIELD_DEG, RetinotopicSources, calibrate, field_activations
-
-
-def quadrant_stimulus(sx: int, sy: int, size: int = 128) -> np.ndarray:
-    """(1, size, size, 3): a checkerboard in the quadrant (sx, sy) = (+-1, +-1), 1-4 deg, on the grey screen."""
-    deg = (np.arange(size) + 0.5 - size / 2) * FIELD_DEG / size
-    x, y = np.meshgrid(deg, -deg)
-    r = np.hypot(x, y)
-    inside = (np.sign(x) == sx) & (np.sign(y) == sy) & (r >= 1) & (r <= 4)
-    checks = np.where((np.floor(x / 0.5) + np.floor(y / 0.5)) % 2 == 0, 1.0, 0.0)
-    return np.repeat(np.where(inside, checks, BACKGROUND)[..., None], 3, -1)[None].astype(np.float32)
+from .retinotopy import RetinotopicSources, calibrate, field_activations, quadrant_checkerboard
 
 
 def measure(modality: str, subject: int | None = None, seed: int = 0) -> list[dict]:
@@ -47,7 +37,7 @@ def measure(modality: str, subject: int | None = None, seed: int = 0) -> list[di
     t = np.arange(round(0.3 * rec.sfreq)) / rec.sfreq
     rows, c1_topo = [], {}
     for sx, sy, label in ((1, 1, "right upper"), (1, -1, "right lower"), (-1, 1, "left upper"), (-1, -1, "left lower")):
-        parts = sources.components(field_activations(quadrant_stimulus(sx, sy), sources.cells), t)
+        parts = sources.components(field_activations(quadrant_checkerboard(sx, sy), sources.cells), t)
         c1 = parts["c1"][0][mid].mean(0)
         c1_topo[sx, sy] = parts["c1"][0][:, np.abs(parts["c1"][0]).max(0).argmax()]  # at the C1 peak
         contra, ipsi = (left, right) if sx > 0 else (right, left)

@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from .common import _bump
+
 FIELD_DEG = 8.0  # side of the (square) image in degrees of visual angle
 ECC_EDGES = (0.0, 0.3, 0.7, 1.3, 2.1, 3.2, 4.5, 5.7)  # deg; the outer ring reaches the image corners
 N_WEDGES = 12  # 30-deg polar-angle wedges; the horizontal and vertical meridians are cell borders
@@ -119,15 +121,21 @@ def field_activations(imgs: np.ndarray, cells: Cells | None = None) -> np.ndarra
     return out
 
 
-def reference_stimulus(size: int = 128) -> np.ndarray:
-    """The calibration stimulus: a full-contrast checkerboard (0.5-deg checks) filling the lower-right
-    quadrant between 1 and 4 deg on the grey screen, as in the C1/P1 mapping studies."""
+def quadrant_checkerboard(sx: int, sy: int, size: int = 128) -> np.ndarray:
+    """(1, size, size, 3): a full-contrast checkerboard (0.5-deg checks) filling the quadrant
+    (sx, sy) = (+-1, +-1) between 1 and 4 deg on the grey screen, as in the C1/P1 mapping studies."""
     deg = (np.arange(size) + 0.5 - size / 2) * FIELD_DEG / size
     x, y = np.meshgrid(deg, -deg)
-    inside = (x > 0) & (y < 0) & (np.hypot(x, y) >= 1) & (np.hypot(x, y) <= 4)
+    r = np.hypot(x, y)
+    inside = (np.sign(x) == sx) & (np.sign(y) == sy) & (r >= 1) & (r <= 4)
     checks = np.where((np.floor(x / 0.5) + np.floor(y / 0.5)) % 2 == 0, 1.0, 0.0)
     img = np.where(inside, checks, BACKGROUND).astype(np.float32)
     return np.repeat(img[..., None], 3, axis=-1)[None]
+
+
+def reference_stimulus(size: int = 128) -> np.ndarray:
+    """The calibration stimulus: the checkerboard in the lower-right quadrant."""
+    return quadrant_checkerboard(1, -1, size)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -196,10 +204,6 @@ def pooled_drives(cells: Cells, act: np.ndarray) -> tuple[np.ndarray, np.ndarray
         return mean @ (w / w.sum())
     p1, n1 = np.stack([pool(q) for q in quads], 1), np.stack([pool(right), pool(~right)], 1)
     return p1 + P1_IPSILATERAL * p1[:, [2, 3, 0, 1]], n1 + N1_IPSILATERAL * n1[:, [1, 0]]
-
-
-def _bump(t, latency, width):
-    return np.exp(-0.5 * ((t - latency) / width) ** 2)
 
 
 @dataclass
