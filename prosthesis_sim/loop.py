@@ -39,6 +39,10 @@ class ClosedLoop:
     def __init__(self, encoder, floor, decoder, phosphene, norm: Normalizer, seed: int = 0):
         self.encoder, self.floor, self.decoder, self.phosphene = encoder, floor, decoder, phosphene
         self.norm, self.seed = norm, seed
+        # A phosphene model with temporal state sees three streams (path, floor, ceiling): each
+        # gets its own state, sharing the built model (``fork()``); a stateless one is shared.
+        fork = getattr(phosphene, "fork", None)
+        self._streams = {name: fork() if fork else phosphene for name in ("floor", "ceiling")}
 
     def _decode(self, signal: np.ndarray) -> np.ndarray:
         """One signal -> the decoder's grey image, of whatever size the decoder makes (checked, not assumed)."""
@@ -59,8 +63,8 @@ class ClosedLoop:
         t.append(time.perf_counter())
         percept = self.phosphene(decoded)
         t.append(time.perf_counter())
-        floor = self.phosphene(self._decode(self.floor.generate([frame], seed=self.seed)[0]))
-        ceiling = self.phosphene(to_grey(frame))
+        floor = self._streams["floor"](self._decode(self.floor.generate([frame], seed=self.seed)[0]))
+        ceiling = self._streams["ceiling"](to_grey(frame))
         scores = {}
         for name, p in (("path", percept), ("floor", floor), ("ceiling", ceiling)):
             scores.update({f"{name}_{k}": v for k, v in image_scores(frame, p).items()})

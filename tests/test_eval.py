@@ -288,6 +288,24 @@ def test_meg_dataset(tmp_path):
     assert num(rows[("oracle", "oracle", "box")]["top1"]) == 1
 
 
+def test_phosphene_models_by_config(synth_root, tmp_path):
+    """Cortical, Dynaphos and torch models join the grid by config alone, each with its own ceiling."""
+    overrides = [o for o in grid_overrides(synth_root, tmp_path / "out", tmp_path / "cache")
+                 if not o.startswith("select.")] + [
+        "+phosphene@phosphenes.torch_orion=torch_orion", "+phosphene@phosphenes.icvp_dynaphos=icvp_dynaphos",
+        "+phosphene@phosphenes.torch_argus_temporal=torch_argus", "phosphenes.torch_argus_temporal.temporal={tau_ms:100,fps:30}",
+        "select.encoders=[oracle]", "select.decoders=[oracle]",
+        "select.phosphenes=[box,torch_orion,icvp_dynaphos,torch_argus_temporal]"]
+    rows = by_key(read_rows(evaluate_batch(compose_eval(overrides)).files["csv"]))
+    for phosphene in ("torch_orion", "icvp_dynaphos", "torch_argus_temporal"):
+        oracle = rows[("oracle", "oracle", phosphene)]
+        assert 0 < num(oracle["ceiling_pearson"]) <= 1
+        # the oracle decodes the image itself, so it reaches its phosphene model's own ceiling
+        assert num(oracle["norm_pearson"]) == pytest.approx(1.0, abs=1e-6)
+    assert rows[("oracle", "oracle", "torch_orion")]["ceiling_pearson"] != rows[("oracle", "oracle", "box")][
+        "ceiling_pearson"]
+
+
 @pytest.mark.slow
 def test_psim_eval_cli_and_report(synth_root, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -175,6 +175,14 @@ def _decode(name: str, decoder, signals: np.ndarray) -> np.ndarray:
     return out
 
 
+def still(phosphene, image: np.ndarray) -> np.ndarray:
+    """One still image's percept: a model with temporal state starts from rest for every image."""
+    reset = getattr(phosphene, "reset", None)
+    if reset is not None:
+        reset()
+    return phosphene(image)
+
+
 def _mean_scores(images, percepts) -> dict[str, float]:
     scores = [image_scores(img, p) for img, p in zip(images, percepts)]
     return {k: float(np.mean([s[k] for s in scores])) for k in SCORES}
@@ -214,7 +222,7 @@ def evaluate_batch(cfg: DictConfig) -> EvalResult:
     decoders = {name: fit_cached(cfg.decoders[name], data, cache, "decoder")[0] for name in chosen["decoders"]}
     phosphenes = {name: instantiate(cfg.phosphenes[name]).build() for name in chosen["phosphenes"]}
 
-    ceilings = {p: [model(to_grey(img)) for img in images] for p, model in phosphenes.items()}
+    ceilings = {p: [still(model, to_grey(img)) for img in images] for p, model in phosphenes.items()}
     ceiling_scores = {p: _mean_scores(images, ceilings[p]) for p in phosphenes}
     shown = figure_indices(n, int(cfg.figure.n_images))
     panels: dict[tuple, list[np.ndarray]] = {}
@@ -233,7 +241,7 @@ def evaluate_batch(cfg: DictConfig) -> EvalResult:
             ident = identification(decoder.embed(sig.array), gallery) if gallery is not None else {}
             for ph_name, model in phosphenes.items():
                 start = time.perf_counter()
-                percepts = [model(d) for d in decoded]
+                percepts = [still(model, d) for d in decoded]
                 phosphene_ms = 1000 * (time.perf_counter() - start) / n
                 panels[("percept", enc_name, dec_name, ph_name)] = [percepts[i] for i in shown]
                 rows.append({"encoder": enc_name, "decoder": dec_name, "phosphene": ph_name,
