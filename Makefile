@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-fast bench eval report clean
+.PHONY: install demo test test-fast bench eval report gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,6 +47,16 @@ report: $(STAMP)
 	$(BIN)/python bench/encoder_table.py dataset.root=outputs/synth
 	$(BIN)/python bench/encoder_table.py dataset=things_meg dataset.root=outputs/synth_meg "rows=mean_erp;ridge;dit (default"
 	$(BIN)/psim-report runs=outputs/table out=outputs/report
+
+# Wheels that the lent GPU machine's image lacks (it has CUDA torch, numpy, scipy, scikit-image,
+# opencv, pandas, transformers, ...; nothing can be downloaded there): for bench/gpu_check.sh.
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/pip download -q --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  $$($(BIN)/pip freeze | grep -iE "^(pulse2percept|mne|hydra-core|omegaconf|diffusers|pooch|decorator)==")
+	$(BIN)/pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3
+	du -sh .whl
 
 clean:
 	rm -rf outputs .pytest_cache

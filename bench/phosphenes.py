@@ -96,7 +96,7 @@ def big_array(device: str, pixels: int = 256) -> TorchPhospheneModel:
     The dense kernel (65,536 x 10,000) is built on ``device``.
     """
     def implant():
-        return RetinalImplant(ElectrodeGrid((100, 100), 100, electrode_type=DiskElectrode, r=20))
+        return RetinalImplant(ElectrodeGrid((100, 100), 100, electrode_type=DiskElectrode, radius=20))
     probe = ScoreboardModel(implant(), rho=50)
     box = Field.around(electrode_dva(probe.spatial)[1]).box
     step = (max(box[1] - box[0], box[3] - box[2]) / (pixels - 1)) * 1.0001

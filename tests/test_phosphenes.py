@@ -16,6 +16,7 @@ from pulse2percept.implants.retina import ArgusII, PRIMAPivotal
 from pulse2percept.models.cortex import DynaphosModel
 from pulse2percept.models.cortex import ScoreboardModel as CorticalScoreboard
 from pulse2percept.models.retina import ScoreboardModel
+from pulse2percept.units import dva
 from skimage import data
 
 from prosthesis_sim.phosphenes import Pulse2PerceptModel
@@ -141,6 +142,11 @@ def test_electrode_positions_match_pulse2percept_placement():
     expected = spatial._electrode_coords(spatial.implant.electrode_array, None,
                                          electrodes=spatial.implant.electrode_names)
     np.testing.assert_allclose(tissue_xy(spatial), np.column_stack(expected[:2]), atol=0.05)
+    # A position in degrees is placed through the map, as pulse2percept does.
+    in_dva = CorticalScoreboard(Orion(), rho=400, implant_position=(-4, 1) * dva).spatial
+    expected = in_dva._electrode_coords(in_dva.implant.electrode_array, None,
+                                        electrodes=in_dva.implant.electrode_names)
+    np.testing.assert_allclose(tissue_xy(in_dva), np.column_stack(expected[:2]), atol=0.05)
 
 
 def test_cortical_electrodes_off_the_map_are_dropped_with_a_log_line(tmp_path, caplog):

@@ -54,10 +54,9 @@ def placement_um(spatial) -> tuple[np.ndarray, float]:
     return shift, np.deg2rad(rotation)
 
 
-def tissue_xy(spatial, names: list | None = None) -> np.ndarray:
+def tissue_xy(spatial) -> np.ndarray:
     """Placed electrode positions (n, 2) in the map's tissue coordinates (um), array order."""
-    array = spatial.implant.electrode_array
-    xyz = array.coordinates(um, electrodes=names) if names is not None else array.coordinates(um)
+    xyz = spatial.implant.electrode_array.coordinates(um)
     shift, theta = placement_um(spatial)
     c, s = np.cos(theta), np.sin(theta)
     x, y = xyz[:, 0], xyz[:, 1]
