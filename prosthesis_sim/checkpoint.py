@@ -14,6 +14,7 @@ the cached state loaded into it, so sampling settings, devices and output folder
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -67,15 +68,31 @@ def to_container(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def save_component(obj, directory: str | Path, cfg) -> Path:
-    """Write ``obj``'s state and the config that rebuilds it into ``directory``."""
+def save_component(obj, directory: str | Path, cfg, epoch=None) -> Path:
+    """Write ``obj``'s state and the config that rebuilds it into ``directory``.
+
+    ``epoch`` (the ``Epoch`` of the data it was fitted on) is kept in the weights file's metadata, so
+    that loading it for data on another time axis stops with both named (``load_component``).
+    """
     directory = Path(directory)
     arrays, meta = obj.state()
     arrays = _to_numpy(arrays)
+    metadata = {"meta": json.dumps(meta)}
+    if epoch is not None:
+        metadata["epoch"] = json.dumps(dataclasses.asdict(epoch))
     # the weights file is written last: its presence means the directory is complete (see fit_cached)
     atomic_write_text(directory / CONFIG, OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
-    atomic_write(directory / WEIGHTS, lambda tmp: save_file(arrays, tmp, metadata={"meta": json.dumps(meta)}))
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(arrays, tmp, metadata=metadata))
     return directory
+
+
+def saved_epoch(directory: str | Path):
+    """The ``Epoch`` a saved component was fitted on; None for components saved without one."""
+    from .data.dataset import Epoch
+
+    with safe_open(Path(directory) / WEIGHTS, framework="np") as f:
+        text = (f.metadata() or {}).get("epoch")
+    return Epoch(**json.loads(text)) if text else None
 
 
 def _load_state_into(obj, directory: Path):
@@ -88,12 +105,20 @@ def _load_state_into(obj, directory: Path):
     return obj
 
 
-def load_component(directory: str | Path):
-    """Rebuild a component saved by :func:`save_component`."""
+def load_component(directory: str | Path, data=None):
+    """Rebuild a component saved by :func:`save_component`.
+
+    With ``data`` (the BrainDataset it will be used on), a component fitted on another epoch is
+    refused with both epochs named (components saved before epochs were recorded are not checked).
+    """
     directory = Path(directory)
     for name in (CONFIG, WEIGHTS):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name} is missing: not a saved component directory")
+    if data is not None:
+        fitted = saved_epoch(directory)
+        if fitted is not None:
+            fitted.check(data.epoch, str(directory), f"{data.description} {data.subject}")
     return _load_state_into(instantiate(OmegaConf.load(directory / CONFIG)), directory)
 
 
@@ -169,6 +194,6 @@ def fit_cached(cfg, data, cache_root: str | Path, name: str):
         return obj, directory
     log.info("%s: no cached fit in %s, fitting %s", name, directory, cfg.get("_target_"))
     obj.fit(data)
-    save_component(obj, directory, cfg)
+    save_component(obj, directory, cfg, getattr(data, "epoch", None))  # stand-ins in tests have none
     log.info("%s: fitted and saved to %s", name, directory)
     return obj, directory

@@ -18,6 +18,8 @@ Definitions (the paper leaves them open; these are ours and the README repeats t
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -66,10 +68,17 @@ def identification(generated: np.ndarray, measured: np.ndarray, ks=(1, 5)) -> di
 
 
 def split_half_reliability(trials: np.ndarray, n_splits: int = 20, seed: int = 0) -> dict[str, float]:
-    """trials: (n_images, n_repetitions, n_channels, n_times), z-scored."""
+    """trials: (n_images, n_repetitions, n_channels, n_times), z-scored.
+
+    With one repetition (BrainFLORA's random split: every test image seen once) there are no halves:
+    the ceiling is NaN, with a warning, so that training and scoring still run.
+    """
     n_rep = trials.shape[1]
     if n_rep < 2:
-        raise ValueError(f"the split-half noise ceiling needs >= 2 test repetitions, got {n_rep}")
+        warnings.warn(f"the split-half noise ceiling needs >= 2 test repetitions, got {n_rep}: reported as NaN",
+                      stacklevel=2)
+        nan = float("nan")
+        return {"split_half_r": nan, "reliability": nan, "noise_ceiling": nan, "n_repetitions": int(n_rep)}
     rng = np.random.default_rng(seed)
     rs = []
     for _ in range(n_splits):

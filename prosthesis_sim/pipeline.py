@@ -45,7 +45,7 @@ def train_and_evaluate(cfg, out: str | Path) -> dict:
         return {}  # under torchrun every process trains; the main one saves and evaluates
     images = load_test_images(data)
     ceiling = noise_ceiling(data, seed=cfg.seed)
-    save_component(encoder, out / "encoder", cfg.encoder)
+    save_component(encoder, out / "encoder", cfg.encoder, data.epoch)
     baseline = instantiate(cfg.baseline)
     baseline.fit(data)
     result = {
@@ -68,7 +68,7 @@ def build_loop(cfg) -> tuple[ClosedLoop, PanelRenderer]:
     data = instantiate(cfg.dataset)
     cache = Path(cfg.cache_dir)
     if cfg.get("encoder_dir"):
-        encoder = load_component(cfg.encoder_dir)
+        encoder = load_component(cfg.encoder_dir, data)
         shape = encoder.generate([np.zeros((32, 32, 3), np.uint8)]).shape[1:]
         if shape != data.signal_shape:
             raise ValueError(f"encoder_dir={cfg.encoder_dir} generates signals of shape {shape}, but dataset "

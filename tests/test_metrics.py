@@ -38,9 +38,10 @@ def test_noise_ceiling_matches_known_reliability():
     assert out["noise_ceiling"] == pytest.approx(np.sqrt(full_rel), abs=0.03)
 
 
-def test_noise_ceiling_needs_repetitions():
-    with pytest.raises(ValueError, match="repetitions"):
-        split_half_reliability(np.zeros((3, 1, 2, 5)))
+def test_noise_ceiling_without_repetitions_is_nan_with_a_warning():
+    with pytest.warns(UserWarning, match="needs >= 2 test repetitions, got 1: reported as NaN"):
+        out = split_half_reliability(np.zeros((3, 1, 2, 5)))
+    assert np.isnan(out["noise_ceiling"]) and out["n_repetitions"] == 1
 
 
 def test_ties_and_constant_signals_are_not_identified():

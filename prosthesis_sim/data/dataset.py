@@ -1,12 +1,52 @@
 """The in-memory dataset every stage fits on, and the per-channel normalisation saved with models."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import mne
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Epoch:
+    """A dataset's time axis: first and last sample (s), sampling rate (Hz) and sample count.
+
+    Models are fitted on one epoch and generate signals on it; a model, a metric or a comparison that
+    meets another epoch stops with both named (``check``) instead of pairing samples that are not the
+    same moments after stimulus onset.
+    """
+
+    tmin: float
+    tmax: float
+    sfreq: float
+    n_times: int
+
+    @classmethod
+    def of(cls, times: np.ndarray) -> "Epoch":
+        times = np.asarray(times, dtype=np.float64)
+        sfreq = float(np.round(1.0 / np.median(np.diff(times)), 6)) if len(times) > 1 else 0.0
+        return cls(round(float(times[0]), 6), round(float(times[-1]), 6), sfreq, len(times))
+
+    def __str__(self) -> str:
+        return f"{self.tmin:.3f}..{self.tmax:.3f} s at {self.sfreq:g} Hz ({self.n_times} samples)"
+
+    def matches(self, other: "Epoch") -> bool:
+        half = 0.5 / max(self.sfreq, other.sfreq, 1e-9)
+        return (self.n_times == other.n_times and abs(self.sfreq - other.sfreq) < 1e-6 * self.sfreq
+                and abs(self.tmin - other.tmin) < half)
+
+    def check(self, other: "Epoch", what: str, where: str) -> None:
+        """Raise a ValueError naming both epochs and the settings that conform a dataset to this one."""
+        if not self.matches(other):
+            raise ValueError(
+                f"{what} was fitted on the epoch {self}, but {where} has {other}: samples would not be the "
+                f"same moments after stimulus onset. Load the data on the model's epoch with "
+                f"dataset.tmin={self.tmin:g} dataset.tmax={self.tmax:g} dataset.sfreq={self.sfreq:g} "
+                f"(cropped and resampled with MNE), or fit the model on this data")
 
 
 @dataclass
@@ -35,9 +75,10 @@ class BrainDataset:
                     root: Path, cache_dir: str | Path | None = None, **fields) -> "BrainDataset":
         """Build from single trials, averaging repetitions where asked; test trials stay on ``test_raw``."""
         test = np.ascontiguousarray(test)
+        # A repetition axis of length 1 is already its average: no copy (the training arrays are GBs).
         return cls(
-            train=train.mean(axis=1, keepdims=True) if average_train else np.ascontiguousarray(train),
-            test=test.mean(axis=1, keepdims=True) if average_test else test,
+            train=train.mean(axis=1, keepdims=True) if average_train and train.shape[1] > 1 else np.ascontiguousarray(train),
+            test=test.mean(axis=1, keepdims=True) if average_test and test.shape[1] > 1 else test,
             cache_dir=Path(cache_dir) if cache_dir is not None else Path(root) / ".cache",
             test_raw=test,
             **fields,
@@ -50,6 +91,58 @@ class BrainDataset:
     @property
     def sfreq(self) -> float:
         return float(self.info["sfreq"])
+
+    @property
+    def epoch(self) -> Epoch:
+        return Epoch.of(self.times)
+
+    def conform(self, tmin: float | None = None, tmax: float | None = None,
+                sfreq: float | None = None) -> "BrainDataset":
+        """Crop to [tmin, tmax] s and resample to ``sfreq`` Hz (MNE's FFT resampling), in place.
+
+        None leaves a bound or the rate as loaded. Cropping keeps the samples within half a sample of
+        the bounds; resampling follows cropping, so the new epoch starts at the first kept sample.
+        """
+        notes = []
+        if tmin is not None or tmax is not None:
+            lo = -np.inf if tmin is None else float(tmin)
+            hi = np.inf if tmax is None else float(tmax)
+            half = 0.5 / self.sfreq
+            keep = np.flatnonzero((self.times >= lo - half) & (self.times <= hi + half))
+            if len(keep) < 2:
+                raise ValueError(f"dataset.tmin={tmin}, dataset.tmax={tmax} keep {len(keep)} samples of the epoch "
+                                 f"{self.epoch} of {self.description}")
+            if len(keep) < len(self.times):
+                self._apply(lambda x: np.ascontiguousarray(x[..., keep]), self.times[keep])
+                notes.append(f"cropped to {self.times[0]:.3f}..{self.times[-1]:.3f} s")
+        if sfreq is not None and abs(float(sfreq) - self.sfreq) > 1e-6 * self.sfreq:
+            import mne
+
+            old, new = self.sfreq, float(sfreq)
+            if not new > 0:
+                raise ValueError(f"dataset.sfreq must be positive, got {sfreq}")
+
+            def resample(x: np.ndarray) -> np.ndarray:
+                out = [mne.filter.resample(x[i : i + 256].astype(np.float64), up=new, down=old, axis=-1,
+                                           verbose="error").astype(np.float32) for i in range(0, len(x), 256)]
+                return np.concatenate(out)
+
+            n = int(round(len(self.times) * new / old))
+            self._apply(resample, self.times[0] + np.arange(n) / new)
+            self.info = _with_sfreq(self.info, new)
+            notes.append(f"resampled {old:g} -> {new:g} Hz")
+        if notes:
+            self.description = f"{self.description}, {', '.join(notes)}"
+        return self
+
+    def _apply(self, fn, times: np.ndarray) -> None:
+        """Apply ``fn`` to every signal array along time, and set the new time axis."""
+        raw_is_test = self.test_raw is self.test
+        self.train, self.test = fn(self.train), fn(self.test)
+        if self.test_raw is not None:
+            self.test_raw = self.test if raw_is_test else fn(self.test_raw)
+        self.times = np.asarray(times, dtype=np.float64)
+        self.__dict__.pop("normalizer", None)
 
     @property
     def signal_shape(self) -> tuple[int, int]:
@@ -107,6 +200,52 @@ class Normalizer:
     @classmethod
     def from_state_dict(cls, state: dict, prefix: str = "norm.") -> "Normalizer":
         return cls(np.asarray(state[prefix + "mean"]), np.asarray(state[prefix + "std"]))
+
+
+ROWS_PER_CONVERSION = 512  # images converted to float32 at a time (the training arrays are GBs)
+
+
+def to_float32(data: np.ndarray, average: bool = False) -> np.ndarray:
+    """(n, reps, ch, t) of any float dtype -> float32, averaged over reps (keepdims) when asked.
+
+    A block of images at a time, so the peak is the input plus the float32 result (never a float32
+    copy of every repetition when only their average is kept). float32 input is returned as is.
+    """
+    if data.dtype == np.float32 and not (average and data.shape[1] > 1):
+        return data
+    n, reps = data.shape[:2]
+    out = np.empty((n, 1 if average else reps, *data.shape[2:]), np.float32)
+    for i in range(0, n, ROWS_PER_CONVERSION):
+        block = np.asarray(data[i : i + ROWS_PER_CONVERSION], dtype=np.float32)
+        out[i : i + len(block)] = block.mean(axis=1, keepdims=True) if average else block
+    return out
+
+
+def declare_epoch(data: BrainDataset, tmin: float | None, tmax: float | None, sfreq: float | None) -> BrainDataset:
+    """The loaders' last step: conform to dataset.tmin/tmax/sfreq when given, and say what the epoch is.
+
+    An epoch that starts before stimulus onset (Gifford's release, -0.2..0.79 s; an uncropped NICE
+    file, 300 samples from -0.2 s) is legal but unusual here: models treat every sample as response
+    and the paper uses 0..1 s, so the loader warns and names the setting that crops it.
+    """
+    data.conform(tmin, tmax, sfreq)
+    epoch = data.epoch
+    if epoch.tmin < -0.5 / epoch.sfreq and tmin is None:
+        log.warning("%s %s: the epoch %s starts %.3f s before stimulus onset (a baseline); models and metrics "
+                    "treat every sample as response and the paper uses 0..1 s: dataset.tmin=0 crops it",
+                    data.description, data.subject, epoch, -epoch.tmin)
+    else:
+        log.info("%s %s: epoch %s", data.description, data.subject, epoch)
+    return data
+
+
+def _with_sfreq(info: mne.Info, sfreq: float) -> mne.Info:
+    """A copy of ``info`` at another sampling rate (positions and channel types kept)."""
+    info = info.copy()
+    with info._unlock():
+        info["sfreq"] = float(sfreq)
+        info["lowpass"] = min(float(info["lowpass"]), sfreq / 2)
+    return info
 
 
 def standard_montage_name() -> str:

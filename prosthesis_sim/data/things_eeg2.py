@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import BrainDataset, make_info
+from .dataset import BrainDataset, declare_epoch, make_info, to_float32
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def read_pickled_dict(path: Path, keys: tuple[str, ...] = KEYS) -> dict:
     return obj
 
 
-def _check_signals(path: Path, data, n_channels: int | None) -> np.ndarray:
+def _check_signals(path: Path, data, n_channels: int | None, average: bool = False) -> np.ndarray:
+    """The 4-D signals as float32 (averaged over repetitions when asked, while converting)."""
     data = np.asarray(data)
     if data.ndim != 4:
         raise DataFormatError(
@@ -62,9 +63,8 @@ def _check_signals(path: Path, data, n_channels: int | None) -> np.ndarray:
         raise DataFormatError(
             f"{path}: 'preprocessed_eeg_data' has {data.shape[2]} channels but 'ch_names' lists {n_channels}"
         )
-    data = data.astype(np.float32, copy=False)
-    check_finite(path, "preprocessed_eeg_data", data)
-    return data
+    check_finite(path, "preprocessed_eeg_data", data)  # on the file's array, so the index is the file's
+    return to_float32(data, average)
 
 
 def check_finite(path: Path, field: str, data: np.ndarray) -> None:
@@ -92,9 +92,23 @@ def _align_times(path: Path, times, n_times: int) -> np.ndarray:
     raise DataFormatError(f"{path}: 'times' has {len(times)} values but the data has {n_times} samples")
 
 
+def image_folder(image_root: Path, split: str) -> Path:
+    """``<image_root>/{training,test}_images``; the training folder is also found as ``train_images``
+    (UBP's and others' name for it)."""
+    folder = image_root / f"{split}_images"
+    if split == "training" and not folder.exists() and (image_root / "train_images").is_dir():
+        return image_root / "train_images"
+    return folder
+
+
+def concept_name(folder: str) -> str:
+    """'00001_aardvark' -> 'aardvark' (THINGS-EEG2 numbers its concept folders); others unchanged."""
+    return folder.split("_", 1)[1] if folder[:5].isdigit() and "_" in folder else folder
+
+
 def _image_lists(image_root: Path, split: str, n_images: int) -> tuple[list[Path], list[str]]:
     """Image paths in row order: from image_metadata.npy when present, else sorted concept folders."""
-    folder = image_root / f"{split}_images"
+    folder = image_folder(image_root, split)
     meta_path = image_root / "image_metadata.npy"
     if meta_path.is_file():
         meta = np.load(meta_path, allow_pickle=True)
@@ -117,7 +131,7 @@ def _image_lists(image_root: Path, split: str, n_images: int) -> tuple[list[Path
     missing = [p for p in paths[:: max(1, len(paths) // 50)] if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"missing image file {missing[0]} (listed for the {split} split)")
-    return paths, [c.split("_", 1)[1] if c[:5].isdigit() else c for c in concepts]
+    return paths, [concept_name(c) for c in concepts]
 
 
 def load_things_eeg2(
@@ -127,45 +141,75 @@ def load_things_eeg2(
     average_train: bool = True,
     average_test: bool = True,
     cache_dir: str | Path | None = None,
+    tmin: float | None = None,
+    tmax: float | None = None,
+    sfreq: float | None = None,
 ) -> BrainDataset:
-    """Read one subject of THINGS-EEG2 (NICE format) into a BrainDataset.
+    """Read one subject of THINGS-EEG2 into a BrainDataset: the NICE format (``preprocessed_eeg_
+    {training,test}.npy``, also Gifford's 17-channel release) or UBP's ``{train,test}.pt``.
 
     average_train / average_test: average over repetitions (NICE practice). The unaveraged test trials
     are kept on ``test_raw`` for the split-half noise ceiling either way. ``cache_dir`` is where feature
-    caches for this dataset go (default: ``<root>/.cache``).
+    caches for this dataset go (default: ``<root>/.cache``). tmin / tmax / sfreq: crop and resample
+    the epoch (MNE) to match a model fitted on another one; None keeps the file's.
     """
     root = Path(root)
     image_root = Path(image_root) if image_root is not None else root / "images"
     sub = subject_dir_name(subject)
+    sfreq_out = sfreq  # the requested rate; `sfreq` below is the file's
     train_path, test_path = root / sub / TRAIN_FILE, root / sub / TEST_FILE
     if not (root / sub).is_dir():
         raise FileNotFoundError(f"missing subject folder {root / sub} (dataset.root={root}, dataset.subject={subject})")
-    tr, te = read_pickled_dict(train_path), read_pickled_dict(test_path)
+    from .ubp import read_ubp, ubp_files
 
-    ch_names = [str(c) for c in tr["ch_names"]]
-    train = _check_signals(train_path, tr["preprocessed_eeg_data"], len(ch_names))
-    test = _check_signals(test_path, te["preprocessed_eeg_data"], len(te["ch_names"]))
-    if [str(c) for c in te["ch_names"]] != ch_names:
-        raise DataFormatError(f"{test_path}: 'ch_names' differ from those in {train_path}")
-    if train.shape[3] != test.shape[3]:
-        raise DataFormatError(f"{test_path}: {test.shape[3]} time samples, but {train_path} has {train.shape[3]}")
-    times = _align_times(train_path, tr["times"], train.shape[3])
-    sfreq = float(np.round(1.0 / np.median(np.diff(times)), 6))
-
-    if len(ch_names) == GIFFORD_N_CHANNELS:
-        description = f"THINGS-EEG2 Gifford et al. 2022 release ({len(ch_names)} occipito-parietal channels, {sfreq:g} Hz)"
+    ubp = ubp_files(root / sub)
+    if not (train_path.is_file() or test_path.is_file()) and any(p.is_file() for p in ubp.values()):
+        ch_names, times, splits, description = read_ubp(
+            root / sub, image_root, {"training": average_train, "test": False})
+        if not is_eeg(ch_names):
+            raise DataFormatError(f"{ubp['training']}: 'ch_names' are not EEG 10-05 names ({ch_names[:3]} ...); "
+                                  "for MEG use dataset=things_meg")
+        sfreq = float(np.round(1.0 / np.median(np.diff(times)), 6))
+        (train, train_images, train_concepts), (test, test_images, test_concepts) = splits["training"], splits["test"]
+        description = f"THINGS-EEG2 {description}, {sfreq:g} Hz"
     else:
-        description = f"THINGS-EEG2 NICE format ({len(ch_names)} channels, {sfreq:g} Hz)"
-    log.info("%s: found %s, train %s, test %s", root / sub, description, train.shape, test.shape)
+        tr = read_pickled_dict(train_path)
+        ch_names = [str(c) for c in tr["ch_names"]]
+        # Converted (and averaged) while the file's array is the only other copy, then dropped: the
+        # NICE training file is 8.3 GB of float64.
+        train = _check_signals(train_path, tr.pop("preprocessed_eeg_data"), len(ch_names), average_train)
+        te = read_pickled_dict(test_path)
+        test = _check_signals(test_path, te.pop("preprocessed_eeg_data"), len(te["ch_names"]))
+        if [str(c) for c in te["ch_names"]] != ch_names:
+            raise DataFormatError(f"{test_path}: 'ch_names' differ from those in {train_path}")
+        if train.shape[3] != test.shape[3]:
+            raise DataFormatError(f"{test_path}: {test.shape[3]} time samples, but {train_path} has {train.shape[3]}")
+        times = _align_times(train_path, tr["times"], train.shape[3])
+        sfreq = float(np.round(1.0 / np.median(np.diff(times)), 6))
+        if len(ch_names) == GIFFORD_N_CHANNELS:
+            description = f"THINGS-EEG2 Gifford et al. 2022 release ({len(ch_names)} occipito-parietal channels, {sfreq:g} Hz)"
+        else:
+            description = f"THINGS-EEG2 NICE format ({len(ch_names)} channels, {sfreq:g} Hz)"
+        train_images, train_concepts = _image_lists(image_root, "training", len(train))
+        test_images, test_concepts = _image_lists(image_root, "test", len(test))
+    log.info("%s: found %s, train %s, test %s, epoch %.3f..%.3f s", root / sub, description, train.shape,
+             test.shape, times[0], times[-1])
     try:
         info = make_info(ch_names, sfreq)
     except ValueError as err:
-        raise DataFormatError(f"{train_path}: 'ch_names' do not all have standard_1005 positions ({err})") from err
-
-    train_images, train_concepts = _image_lists(image_root, "training", len(train))
-    test_images, test_concepts = _image_lists(image_root, "test", len(test))
-    return BrainDataset.from_trials(
+        raise DataFormatError(f"{root / sub}: 'ch_names' do not all have standard_1005 positions ({err})") from err
+    return declare_epoch(BrainDataset.from_trials(
         train, test, average_train, average_test, root, cache_dir,
         info=info, times=times, train_images=train_images, test_images=test_images,
         train_concepts=train_concepts, test_concepts=test_concepts, subject=sub, description=description,
-    )
+    ), tmin, tmax, sfreq_out)
+
+
+def is_eeg(ch_names: list[str]) -> bool:
+    """True when the names are 10-05 EEG names (not CTF MEG sensors such as 'MLC11-1609')."""
+    import mne
+
+    from .dataset import standard_montage_name
+
+    known = set(mne.channels.make_standard_montage(standard_montage_name()).ch_names)
+    return all(c in known for c in ch_names)

@@ -15,13 +15,17 @@ import mne
 import numpy as np
 from mne.io.constants import FIFF
 
-from .dataset import BrainDataset
-from .things_eeg2 import DataFormatError, _align_times, _image_lists, check_finite, read_pickled_dict, subject_dir_name
+from .dataset import BrainDataset, declare_epoch, to_float32
+from .things_eeg2 import (DataFormatError, _align_times, _image_lists, check_finite, read_pickled_dict,
+                          subject_dir_name)
 
 log = logging.getLogger(__name__)
 
 KEYS = ("meg_data", "ch_names", "times")
+DATA_KEYS = ("meg_data", "preprocessed_meg_data")  # ATM writes the first; other scripts the second
 FILES = {"training": "preprocessed_meg_training.pkl", "test": "preprocessed_meg_zs_test.pkl"}
+RANDOM_TEST_FILE = "preprocessed_meg_test.pkl"  # BrainFLORA / ATM "new split": 200 random test concepts
+SPLITS = ("auto", "zero_shot", "random200")
 EPOCHS_FILE = "preprocessed_P{n}-epo.fif"
 METADATA = ("trial_type", "image_path")  # epochs metadata columns the loader needs
 CONCEPT_FIELD = "things_category_nr"  # the THINGS concept number (1..1854) of exp and test trials
@@ -112,37 +116,69 @@ def load_things_meg(
     average_test: bool = True,
     cache_dir: str | Path | None = None,
     drop_first_sample: bool = True,
+    split: str = "auto",
+    tmin: float | None = None,
+    tmax: float | None = None,
+    sfreq: float | None = None,
 ) -> BrainDataset:
     """Read one subject of THINGS-MEG into a BrainDataset, from whichever form is on disk.
 
-    Looked for, in this order: ``<root>/sub-XX/preprocessed_meg_{training,zs_test}.pkl`` (ATM style),
-    then ``preprocessed_P{n}-epo.fif`` in ``<root>/sub-XX/`` or ``<root>/`` (the official release keeps
-    all participants in one folder). Both give 0..1.0 s at 200 Hz (201 samples); drop_first_sample drops
-    t = 0, leaving the 200 samples the paper uses. Averaging and caches as in load_things_eeg2.
+    Looked for, in this order, in ``<root>/sub-XX/``: ATM pickles (``preprocessed_meg_training.pkl``
+    with ``preprocessed_meg_zs_test.pkl``, the zero-shot split of the 200 test images, or with
+    ``preprocessed_meg_test.pkl``, BrainFLORA's "new split" of 200 random concepts), UBP's
+    ``train.pt`` / ``test.pt``, then ``preprocessed_P{n}-epo.fif`` there or in ``<root>/`` (the
+    official release keeps all participants in one folder). ``split``: 'auto' (what the files hold),
+    'zero_shot' or 'random200' (refused where the files do not hold it). All give 0..1.0 s at 200 Hz
+    (201 samples); drop_first_sample drops t = 0, leaving the 200 samples the paper uses. Averaging,
+    caches and tmin / tmax / sfreq (crop and resample with MNE) as in load_things_eeg2.
     """
+    if split not in SPLITS:
+        raise ValueError(f"dataset.split={split!r}; expected one of {', '.join(SPLITS)}")
     root = Path(root)
     image_root = Path(image_root) if image_root is not None else root / "images"
     sub = subject_dir_name(subject)
-    pickles = {split: root / sub / name for split, name in FILES.items()}
+    pickles = {split_: root / sub / name for split_, name in FILES.items()}
+    random_test = root / sub / RANDOM_TEST_FILE
+    from .ubp import read_ubp, ubp_files
+
+    ubp = ubp_files(root / sub)
     epochs = _epochs_candidates(root, sub)
-    if any(p.is_file() for p in pickles.values()):
+    if pickles["training"].is_file() and (pickles["test"].is_file() or random_test.is_file()):
+        wanted = {"zero_shot": pickles["test"], "random200": random_test}.get(split)
+        if wanted is not None and not wanted.is_file():
+            other = random_test if split == "zero_shot" else pickles["test"]
+            raise ValueError(f"dataset.split={split}, but {root / sub} has no {wanted.name}, only {other.name} "
+                             f"({'random 200-concept split' if split == 'zero_shot' else 'zero-shot split'})")
+        if split == "random200" or (split == "auto" and not pickles["test"].is_file()):
+            pickles["test"] = random_test
         ch_names, times, splits, description = _load_pickles(pickles, image_root)
+    elif any(p.is_file() for p in ubp.values()):
+        ch_names, times, splits, description = read_ubp(root / sub, image_root, {"training": False, "test": False})
+        ch_names = _check_ch_names(ubp["training"], ch_names)
+        description = f"THINGS-MEG {description}"
     elif any(p.is_file() for p in epochs):
+        if split == "random200":
+            raise ValueError(f"dataset.split=random200: the epochs file {next(p for p in epochs if p.is_file())} "
+                             "holds the zero-shot split; BrainFLORA's random split comes as "
+                             f"{FILES['training']} + {RANDOM_TEST_FILE}")
         ch_names, times, splits, description = _load_epochs(next(p for p in epochs if p.is_file()), image_root)
     else:
-        looked = [str(p) for p in [*pickles.values(), *epochs]]
+        looked = [str(p) for p in [*pickles.values(), random_test, *ubp.values(), *epochs]]
         raise FileNotFoundError(f"no THINGS-MEG files for dataset.subject={subject} under {root}; looked for {looked}")
-    sfreq = float(np.round(1.0 / np.median(np.diff(times)), 6))
+    held = "random200" if "random 200-concept split" in description else "zero_shot"
+    if split not in ("auto", held):
+        raise ValueError(f"dataset.split={split}, but {root / sub} holds {description}")
+    sfreq_out, sfreq = sfreq, float(np.round(1.0 / np.median(np.diff(times)), 6))
     first = 1 if drop_first_sample else 0
     (train, train_images, train_concepts), (test, test_images, test_concepts) = splits["training"], splits["test"]
     log.info("%s: %s, train %s, test %s, %d samples from %.3f s", root / sub, description, train.shape,
              test.shape, len(times) - first, times[first])
-    return BrainDataset.from_trials(
+    return declare_epoch(BrainDataset.from_trials(
         train[..., first:], test[..., first:], average_train, average_test, root, cache_dir,
         info=make_meg_info(ch_names, sfreq), times=times[first:], train_images=train_images,
         test_images=test_images, train_concepts=train_concepts, test_concepts=test_concepts, subject=sub,
         description=f"{description}, {sfreq:g} Hz",
-    )
+    ), tmin, tmax, sfreq_out)
 
 
 def _epochs_candidates(root: Path, sub: str) -> list[Path]:
@@ -166,29 +202,46 @@ def _check_ch_names(path: Path, ch_names: list[str]) -> list[str]:
 
 
 def _pickled_signals(path: Path, data, n_channels: int) -> np.ndarray:
-    """(images, repetitions, channels, times) float32 from the file's 5-D array.
+    """(images, repetitions, channels, times) float32 from the file's array.
 
-    Both ATM files are (concepts, images per concept, repetitions, channels, times): training
-    (1654, 12, 1, ...) holds 12 images of a concept seen once, test (200, 1, 12, ...) one image seen 12
-    times. So images are concepts x images per concept, in row-major order, for both.
+    Both ATM zero-shot files are 5-D (concepts, images per concept, repetitions, channels, times):
+    training (1654, 12, 1, ...) holds 12 images of a concept seen once, test (200, 1, 12, ...) one
+    image seen 12 times. So images are concepts x images per concept, in row-major order, for both.
+    BrainFLORA's random split is 3-D (epochs, channels, times): every epoch a different image, seen
+    once, sorted by concept (12 per concept), so each epoch is one image with one repetition.
     """
     data = np.asarray(data)
-    if data.ndim != 5:
+    if data.ndim not in (3, 5):
         raise DataFormatError(
             f"{path}: field 'meg_data' must be 5-D (concepts, images per concept, repetitions, channels, "
-            f"times), got shape {data.shape}"
+            f"times; ATM) or 3-D (epochs, channels, times; BrainFLORA), got shape {data.shape}"
         )
-    if data.shape[3] != n_channels:
-        raise DataFormatError(f"{path}: 'meg_data' has {data.shape[3]} channels but 'ch_names' lists {n_channels}")
-    data = data.astype(np.float32, copy=False)
-    check_finite(path, "meg_data", data)
-    return data.reshape(-1, *data.shape[2:])
+    if data.shape[-2] != n_channels:
+        raise DataFormatError(f"{path}: the data has {data.shape[-2]} channels but 'ch_names' lists {n_channels}")
+    check_finite(path, "meg_data", data)  # on the file's array, so the index is the file's
+    data = data[:, None] if data.ndim == 3 else data.reshape(-1, *data.shape[2:])
+    return to_float32(data)  # a block at a time: the training file is 8.6 GB of float64
+
+
+def _read_meg_pickle(path: Path) -> dict:
+    """A pickled dict with the data under 'meg_data' or 'preprocessed_meg_data', plus ch_names, times."""
+    payload = read_pickled_dict(path, ("ch_names", "times"))
+    key = next((k for k in DATA_KEYS if k in payload), None)
+    if key is None:
+        raise DataFormatError(f"{path}: missing the data field (one of {list(DATA_KEYS)}); found {sorted(payload)}")
+    payload["meg_data"] = payload.pop(key)
+    return payload
 
 
 def _load_pickles(paths: dict[str, Path], image_root: Path) -> tuple[list[str], np.ndarray, dict, str]:
-    payload = {split: read_pickled_dict(path, KEYS) for split, path in paths.items()}
+    payload = {split: _read_meg_pickle(path) for split, path in paths.items()}
     names = {s: [str(c) for c in payload[s]["ch_names"]] for s in paths}
-    signals = {s: _pickled_signals(paths[s], payload[s]["meg_data"], len(names[s])) for s in paths}
+    dims = {s: np.ndim(payload[s]["meg_data"]) for s in paths}
+    signals = {s: _pickled_signals(paths[s], payload[s].pop("meg_data"), len(names[s])) for s in paths}
+    if dims["training"] != dims["test"]:
+        raise DataFormatError(
+            f"{paths['test']}: a {dims['test']}-D array, but {paths['training']} holds a {dims['training']}-D one: "
+            f"ATM's zero-shot files are both 5-D, BrainFLORA's random split both 3-D")
     if names["test"] != names["training"]:
         raise DataFormatError(f"{paths['test']}: 'ch_names' differ from those in {paths['training']}")
     ch_names = _check_ch_names(paths["training"], names["training"])
@@ -198,7 +251,8 @@ def _load_pickles(paths: dict[str, Path], image_root: Path) -> tuple[list[str], 
             f"{paths['test']}: {signals['test'].shape[3]} time samples, but {paths['training']} has {n_times}")
     times = _align_times(paths["training"], payload["training"]["times"], n_times)
     splits = {s: (x, *_image_lists(image_root, s, len(x))) for s, x in signals.items()}
-    return ch_names, times, splits, f"THINGS-MEG ATM pickles ({len(ch_names)} CTF channels)"
+    kind = "random 200-concept split" if dims["training"] == 3 else "zero-shot split"
+    return ch_names, times, splits, f"THINGS-MEG ATM pickles ({kind}, {len(ch_names)} CTF channels)"
 
 
 # ------------------------------------------------------------------------------------------ MNE epochs

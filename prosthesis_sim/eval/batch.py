@@ -120,7 +120,7 @@ def load_encoder(cfg, name: str, data, cache: Path):
     if name in dirs:
         directory = _encoder_dir(dirs[name])
         try:
-            encoder = load_component(directory)
+            encoder = load_component(directory, data)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"encoder_dirs.{name}={dirs[name]}: {err} (give a psim-train output folder "
                                     "or its encoder/ folder)") from err
