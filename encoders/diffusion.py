@@ -31,13 +31,13 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.utils.torch_utils import randn_tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from prosthesis_sim import distributed
 from prosthesis_sim.checkpoint import atomic_write
 from prosthesis_sim.data.dataset import Normalizer
 from prosthesis_sim.data.regions import region_ids
 from prosthesis_sim.features.cache import cached_features, features_for_images
+from prosthesis_sim.features.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,12 @@ def _mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if tokens.nbytes <= STREAM_TOKENS_BYTES:
         return tokens.mean((0, 1)), tokens.std((0, 1)) + 1e-6
     total, squares = np.zeros(tokens.shape[-1]), np.zeros(tokens.shape[-1])
-    for start in tqdm(range(0, len(tokens), STAT_CHUNK), desc="token statistics", unit="chunk", leave=False,
-                      disable=None):
-        block = np.asarray(tokens[start : start + STAT_CHUNK], dtype=np.float64)
-        total += block.sum((0, 1))
-        squares += np.square(block, out=block).sum((0, 1))
+    with progress(len(tokens), "token statistics", "img") as bar:
+        for start in range(0, len(tokens), STAT_CHUNK):
+            block = np.asarray(tokens[start : start + STAT_CHUNK], dtype=np.float64)
+            total += block.sum((0, 1))
+            squares += np.square(block, out=block).sum((0, 1))
+            bar.update(len(block))
     count = len(tokens) * tokens.shape[1]
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0))
@@ -129,6 +130,9 @@ class DiffusionEncoder:
             raise ValueError(f"encoder.timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
         if inputs not in ("tokens", "pooled"):
             raise ValueError(f"encoder.inputs must be 'tokens' or 'pooled', got {inputs!r}")
+        check = getattr(getattr(denoiser, "func", None), "check_settings", None)  # a partial config
+        if check is not None:  # a bad model size fails now, not after hours of feature extraction
+            check(**denoiser.keywords)
         self.make_denoiser, self.features, self.inputs = denoiser, features, inputs
         self.train_cfg = {"epochs": 50, "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-5, "warmup_steps": 100,
                           "ema_decay": 0.995, "cond_dropout": 0.1, "grad_clip": 1.0,
@@ -180,7 +184,8 @@ class DiffusionEncoder:
         cfg = self.train_cfg
         torch.manual_seed(self.seed)
         with ctx.main_first():  # one process fills the feature cache, the others read it
-            feats = cached_features(self.features, data.train_images, data.cache_dir)
+            feats = cached_features(self.features, data.train_images, data.cache_dir,
+                                    tokens=self.inputs == "tokens", progress=ctx.main)
         # Cached features are memory-mapped; only what the conditioning uses is read into memory, and
         # token arrays over STREAM_TOKENS_BYTES not even that: they are read per batch.
         raw = feats.tokens if self.inputs == "tokens" else np.zeros((len(feats), 1, 1), np.float32)
@@ -243,8 +248,8 @@ class DiffusionEncoder:
                      "history": self.history}
             atomic_write(state_path, lambda tmp: torch.save(state, tmp))
 
-        bar = tqdm(total=total, initial=step, desc=f"train {type(model).__name__}", unit="step", leave=False,
-                   disable=None if ctx.main else True)
+        # a bar on a terminal, log lines in a log file (a cluster job would otherwise show nothing)
+        bar = progress(total, f"train {type(model).__name__}", "step", enabled=ctx.main, initial=step)
         self.rank_samples = 0  # signals this process trained on (a 1/world share of each batch)
         for epoch in range(epoch0, cfg["epochs"]):
             if epoch != epoch0 or order is None:
@@ -285,8 +290,8 @@ class DiffusionEncoder:
                 ema.update_parameters(model)
                 self.history.append(distributed.mean_over_processes(loss, ctx).item())
                 step += 1
+                bar.set_postfix(epoch=f"{epoch + 1}/{cfg['epochs']}", loss=f"{np.mean(self.history[-50:]):.4f}")
                 bar.update()
-                bar.set_postfix(loss=f"{np.mean(self.history[-50:]):.4f}")
                 if state_path is not None and cfg.get("checkpoint_every") and step % cfg["checkpoint_every"] == 0:
                     if ctx.main:
                         save_state(epoch, batch + 1)
@@ -411,9 +416,13 @@ class DiffusionEncoder:
         return x
 
     def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None,
-                 keys: Sequence | None = None) -> np.ndarray:
-        """Signals of images; see ``generate_from_features`` for the noise each image draws."""
-        return self.generate_from_features(features_for_images(self.features, images, paths=paths), seed, keys)
+                 keys: Sequence | None = None, cache_dir=None) -> np.ndarray:
+        """Signals of images; see ``generate_from_features`` for the noise each image draws. With
+        ``paths`` and ``cache_dir`` (a dataset's test images) the features are cached like the
+        training features, so evaluating again does not run the extractor."""
+        feats = features_for_images(self.features, images, paths=paths, tokens=self.inputs == "tokens",
+                                    cache_dir=cache_dir, progress=cache_dir is not None)
+        return self.generate_from_features(feats, seed, keys)
 
     # -- persistence --------------------------------------------------------------------------------
     def state(self):

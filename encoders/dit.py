@@ -11,7 +11,9 @@ per time patch (or a brain-region embedding, see ``position``).
 """
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +83,24 @@ class FinalLayer(nn.Module):
 CONDITIONING = ("cross", "adaln", "add", "concat")
 
 
+def check_size(hidden: int, heads: int, depth: int, mlp_ratio: float) -> None:
+    """Fail on a model size the layers cannot build, naming the settings (torch's own check is a bare
+    AssertionError deep inside nn.MultiheadAttention)."""
+    for name, value in (("hidden", hidden), ("heads", heads), ("depth", depth)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"encoder.denoiser.{name}={value!r}: must be a positive integer")
+    if not mlp_ratio > 0 or int(hidden * mlp_ratio) < 1:
+        raise ValueError(f"encoder.denoiser.mlp_ratio={mlp_ratio!r}: must be positive (MLP width = hidden x mlp_ratio "
+                         f"= {hidden} x {mlp_ratio})")
+    if hidden % heads:
+        lower, upper = hidden // heads * heads, (hidden // heads + 1) * heads
+        widths = " or ".join(str(h) for h in (lower, upper) if h > 0)
+        divisors = ", ".join(str(h) for h in range(1, min(hidden, 16) + 1) if hidden % h == 0)
+        raise ValueError(f"encoder.denoiser.hidden={hidden} is not divisible by encoder.denoiser.heads={heads}: "
+                         f"attention splits the width evenly over the heads, so hidden must be a multiple of heads "
+                         f"(e.g. hidden={widths} with {heads} heads, or heads in {divisors} with hidden={hidden})")
+
+
 class DiT(nn.Module):
     """eps or x0 = DiT(x_t, t, image tokens, pooled image vector); x_t: (batch, n_channels, n_times).
 
@@ -113,6 +133,7 @@ class DiT(nn.Module):
         conditioning: tuple[str, ...] = ("cross", "adaln"),
     ):
         super().__init__()
+        check_size(hidden, heads, depth, mlp_ratio)
         if len(patch) != 2:
             raise ValueError(f"patch must be (channels, samples), got {patch}")
         pc, pt = (n_channels if patch[0] is None else int(patch[0])), int(patch[1])
@@ -144,6 +165,14 @@ class DiT(nn.Module):
         self.skip = nn.Linear(hidden, 1)
         nn.init.zeros_(self.skip.weight)
         nn.init.zeros_(self.skip.bias)
+
+    @classmethod
+    def check_settings(cls, **settings) -> None:
+        """The constructor's size check on the settings of a partial config (``DiffusionEncoder`` runs it
+        at construction, so a bad size fails before the features are computed, not after)."""
+        params = inspect.signature(cls.__init__).parameters
+        value = {name: settings.get(name, params[name].default) for name in ("hidden", "heads", "depth", "mlp_ratio")}
+        check_size(**value)
 
     def _build_space_position(self, position: str, region_ids: list[int] | None, hidden: int) -> None:
         gc, pc = self.grid[0], self.patch[0]

@@ -16,7 +16,8 @@ class MeanERP:
     def fit(self, data) -> None:
         self.erp = data.train.mean(axis=(0, 1)).astype(np.float32)
 
-    def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None) -> np.ndarray:
+    def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None,
+                 cache_dir=None) -> np.ndarray:  # paths, cache_dir: as other encoders; no features here
         if self.erp is None:
             raise RuntimeError("MeanERP.generate called before fit()")
         return np.repeat(self.erp[None], len(images), axis=0)

@@ -1,6 +1,7 @@
 """Scoring an image-to-brain encoder on a dataset's test split (definitions in metrics.py)."""
 from __future__ import annotations
 
+import inspect
 import time
 
 import numpy as np
@@ -13,12 +14,26 @@ def load_test_images(data: BrainDataset) -> list[np.ndarray]:
     return [load_image(p) for p in data.test_images]
 
 
+def takes_cache_dir(encoder) -> bool:
+    """Whether ``encoder.generate`` takes ``cache_dir=`` (a feature cache for images with files);
+    encoders written to the plain protocol do not, and are called without it."""
+    try:
+        return "cache_dir" in inspect.signature(encoder.generate).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins, C extensions)
+        return False
+
+
 def evaluate_encoder(encoder, data: BrainDataset, images: list[np.ndarray] | None = None, seed: int = 0) -> dict:
-    """Generate a signal for every test image and compare it with the measured test average."""
+    """Generate a signal for every test image and compare it with the measured test average.
+
+    The test images' features are cached in the dataset's cache folder (``data.cache_dir``, keyed like
+    the training features), so evaluating again, or rebuilding a report, does not run the extractor.
+    """
     norm = data.normalizer
     images = load_test_images(data) if images is None else images
+    kwargs = {"cache_dir": data.cache_dir} if data.cache_dir is not None and takes_cache_dir(encoder) else {}
     start = time.perf_counter()
-    generated = encoder.generate(images, seed=seed, paths=data.test_images)
+    generated = encoder.generate(images, seed=seed, paths=data.test_images, **kwargs)
     seconds = time.perf_counter() - start
     out = signal_metrics(norm(generated), norm(data.test_average()))
     out["generate_s_per_image"] = seconds / len(images)

@@ -78,12 +78,33 @@ def features(tiny_clip, captions=None, **kw) -> ClipImageTextFeatures:
 
 def test_concept_captions(things_files, photos):
     captions = ConceptCaptions()
-    assert captions(things_files, photos) == ["a photo of a aircraft carrier", "a photo of a cat",
+    assert captions(things_files, photos) == ["a photo of an aircraft carrier", "a photo of a cat",
                                               "a photo of a coffee cup"]
     assert ConceptCaptions("{concept}")([Path("/meg/images/ice_cream/ice_cream_03s.jpg")], None) == ["ice cream"]
     assert captions(None, photos[:2]) == [NEUTRAL_CAPTION] * 2  # camera frames: no concept
     with pytest.raises(ValueError, match="concept"):
         ConceptCaptions("a photo")
+
+
+@pytest.mark.parametrize("path, caption", [
+    ("images/training_images/00007_astronaut_02/astronaut_02_03b.jpg", "a photo of an astronaut"),  # synthetic
+    ("object_images/bat2/bat2_01b.jpg", "a photo of a bat"),  # THINGS homonym number
+    ("images_test_meg/coat_rack_13s.jpg", "a photo of a coat rack"),  # THINGS-MEG test images: a flat folder
+    ("images_test_meg/umbrella_07s.jpg", "a photo of an umbrella"),
+    ("images/00012_unicorn/unicorn_01b.jpg", "a photo of a unicorn"),  # a vowel letter, a consonant sound
+    ("images/00013_hourglass/hourglass_02s.jpg", "a photo of an hourglass"),
+    ("images/00014_ice_cream/ice_cream_03s.jpg", "a photo of an ice cream"),
+])
+def test_concept_captions_read_as_english(path, caption):
+    assert ConceptCaptions()([Path("/data") / path], None) == [caption]
+
+
+def test_concept_caption_template_stays_configurable():
+    path = [Path("/data/images/00001_egg/egg_01b.jpg")]
+    assert ConceptCaptions("An {concept} on a table, a {concept}")(path, None) == ["An egg on a table, an egg"]
+    assert ConceptCaptions("a drawing of the {concept}")(path, None) == ["a drawing of the egg"]
+    assert ConceptCaptions("{concept}")(path, None) == ["egg"]
+    assert ConceptCaptions().cache_id != "concept(a photo of a {concept}|a photo)"  # old captions: new cache
 
 
 @pytest.mark.parametrize("kind", ["json", "csv"])
@@ -184,6 +205,21 @@ def test_flows_through_cached_features_with_paths(tmp_path, tiny_clip, things_fi
     assert not np.allclose(changed.tokens[:, N_IMAGE:], cached.tokens[:, N_IMAGE:], atol=1e-3)
     empty = features_for_images(features(tiny_clip), [])
     assert empty.tokens.shape == (0, N_IMAGE + N_TEXT, DIM) and empty.pooled.shape == (0, DIM)
+
+
+def test_pooled_only_skips_captions_and_text(tiny_clip, things_files, photos):
+    class NoCaptions:
+        cache_id = "none"
+
+        def __call__(self, paths, images):
+            raise AssertionError("pooled-only features must not caption (a VLM would run for nothing)")
+
+    full = features(tiny_clip)(photos, paths=things_files)
+    pooled = features(tiny_clip, NoCaptions())(photos, paths=things_files, tokens=False)
+    assert pooled.tokens.shape == (3, 0, 0)
+    np.testing.assert_allclose(pooled.pooled, full.pooled, atol=1e-5)
+    shapes = features(tiny_clip).empty()  # shapes from the config: no weights loaded
+    assert shapes.tokens.shape == (0, N_IMAGE + N_TEXT, DIM) and shapes.pooled.shape == (0, DIM)
 
 
 def test_missing_clip_and_too_many_text_tokens(tmp_path, tiny_clip, photos):

@@ -202,3 +202,114 @@ def test_streamed_tokens_train_the_same_model(small_data, monkeypatch):
     a, b = in_memory.model.state_dict(), streamed.model.state_dict()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=k)
+
+
+# --- issue 12: cached test features, pooled only, progress in logs, size check -----------------
+
+
+class CountingGabor:
+    """Gabor features with their own cache key, counting the images computed; ``big_tokens`` pads the
+    tokens to CLIP-like size (over ridge's 'auto' limit) and, like CLIP, can skip them."""
+
+    skips_tokens = True
+
+    def __init__(self, big_tokens: bool = False):
+        from prosthesis_sim.features.gabor import GaborFeatures
+
+        self.inner, self.big_tokens, self.images, self.asked_tokens = GaborFeatures(), big_tokens, 0, []
+        self.cache_id = f"counting{int(big_tokens)}-" + self.inner.cache_id
+
+    def __call__(self, images, tokens=True):
+        from prosthesis_sim.protocols import Features
+
+        self.images += len(images)
+        if len(images):  # a call on no images asks for the shapes only
+            self.asked_tokens.append(tokens)
+        feats = self.inner(images)
+        if not tokens:
+            return Features(np.zeros((len(images), 0, 0), np.float32), feats.pooled)
+        if self.big_tokens:  # 16 x 320 = 5120 values per image
+            return Features(np.tile(feats.tokens, (1, 1, 20)), feats.pooled)
+        return feats
+
+
+def _own_cache(data, tmp_path):
+    """The dataset with a feature cache of the test's own (the session's dataset is shared)."""
+    data = copy.copy(data)
+    data.cache_dir = tmp_path / "features"
+    return data
+
+
+def test_test_features_are_cached_for_evaluations_and_reports(small_data, tmp_path):
+    from encoders.ridge import RidgeEncoder
+    from prosthesis_sim.report.scoring import _Recording
+
+    data = _own_cache(small_data, tmp_path)
+    extractor = CountingGabor()
+    enc = RidgeEncoder(extractor)
+    enc.fit(data)
+    assert extractor.images == len(data.train_images)
+    first = evaluate_encoder(enc, data)
+    assert extractor.images == len(data.train_images) + len(data.test_images)
+    again = evaluate_encoder(enc, data)  # a second evaluation ...
+    report = evaluate_encoder(_Recording(enc), data)  # ... and a report rebuild read the cached features
+    assert extractor.images == len(data.train_images) + len(data.test_images)
+    assert again["pcc"] == pytest.approx(first["pcc"]) and report["top1"] == first["top1"]
+    # camera frames have no file: computed, never cached
+    enc.generate(load_test_images(data)[:2])
+    assert extractor.images == len(data.train_images) + len(data.test_images) + 2
+
+
+def test_ridge_on_large_tokens_computes_and_caches_pooled_only(small_data, tmp_path):
+    from encoders.ridge import RidgeEncoder
+
+    data = _own_cache(small_data, tmp_path)
+    extractor = CountingGabor(big_tokens=True)
+    enc = RidgeEncoder(extractor)  # inputs=auto: 5120 token values per image is over the limit -> pooled
+    enc.fit(data)
+    evaluate_encoder(enc, data)
+    assert enc.inputs_used == "pooled" and extractor.asked_tokens and not any(extractor.asked_tokens)
+    files = sorted(p.name.split(".")[-2] for p in data.cache_dir.glob("*.npy"))
+    assert files == ["pooled", "pooled"]  # training and test images: no token arrays on disk
+    save_component(enc, tmp_path / "ridge", {"_target_": "encoders.ridge.RidgeEncoder",
+                                             "features": {"_target_": "prosthesis_sim.features.gabor.GaborFeatures"}})
+    assert load_component(tmp_path / "ridge").inputs_used == "pooled"
+
+
+def test_diffusion_training_reports_progress_to_logs_and_caches_test_features(small_data, tmp_path, caplog,
+                                                                              monkeypatch):
+    import io
+    import sys
+
+    data = _own_cache(small_data, tmp_path)
+    cfg = make("dit", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "train.epochs=2",
+               "train.batch_size=16", "encoder.sampling_steps=2", "encoder.n_samples=1")
+    enc = instantiate(cfg)
+    enc.features = extractor = CountingGabor()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # output to a log file, not a terminal
+    with caplog.at_level("INFO", logger="prosthesis_sim.progress"):
+        enc.fit(data)
+    lines = [r.getMessage() for r in caplog.records if r.name == "prosthesis_sim.progress"]
+    train = [line for line in lines if line.startswith("train DiT:")]
+    assert any(line.startswith(f"features {extractor.cache_id}:") for line in lines)
+    assert len(train) >= 5 and "(100 %)" in train[-1] and "loss=" in train[-1] and "epoch=2/2" in train[-1], lines
+    evaluate_encoder(enc, data)
+    counted = extractor.images
+    evaluate_encoder(enc, data)
+    assert extractor.images == counted == len(data.train_images) + len(data.test_images)
+
+
+def test_dit_size_is_checked_with_a_message():
+    from encoders.dit import DiT
+
+    dims = dict(n_channels=63, n_times=250, n_tokens=16, token_dim=16, pooled_dim=34)
+    with pytest.raises(ValueError, match=r"hidden=64 is not divisible by encoder.denoiser.heads=6.*hidden=60 or 66"):
+        DiT(**dims, hidden=64, heads=6)
+    with pytest.raises(ValueError, match=r"encoder.denoiser.heads=0: must be a positive integer"):
+        DiT(**dims, hidden=64, heads=0)
+    with pytest.raises(ValueError, match=r"encoder.denoiser.depth=0"):
+        DiT(**dims, hidden=64, heads=4, depth=0)
+    assert DiT(**dims, hidden=66, heads=6, depth=1) is not None
+    # from the config: at construction, before any feature is computed
+    with pytest.raises(Exception, match=r"encoder.denoiser.hidden=64 is not divisible by encoder.denoiser.heads=6"):
+        instantiate(make("dit_paper", "encoder.denoiser.hidden=64"))

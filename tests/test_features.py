@@ -232,3 +232,101 @@ def test_configs_instantiate():
     clip = instantiate(OmegaConf.load(CONFIGS / "clip.yaml"))
     assert isinstance(clip, ClipFeatures) and clip._model is None
     assert clip.cache_id == "clip-openai/clip-vit-large-patch14-float32"
+
+
+# --- pooled-only features, cached test images, progress in logs (issue 12) ---------------------
+
+
+class TokenSkipping(CountingExtractor):
+    """A counting extractor that can skip its tokens (like CLIP) and records how it was asked."""
+
+    skips_tokens = True
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.asked_tokens = []
+
+    def __call__(self, images, tokens=True):
+        self.asked_tokens.append(tokens)
+        feats = super().__call__(images)
+        return feats if tokens else Features(np.zeros((len(images), 0, 0), np.float32), feats.pooled)
+
+
+def test_pooled_only_cache_holds_no_tokens_and_is_not_taken_for_a_full_one(tmp_path, image_files, gabor):
+    cache = tmp_path / "cache"
+    extractor = TokenSkipping(gabor)
+    pooled = cached_features(extractor, image_files, cache, progress=False, tokens=False)
+    assert extractor.asked_tokens == [False]  # the extractor was told to skip its tokens
+    assert pooled.tokens.shape == (5, 0, 0) and pooled.pooled.shape == (5, 34)
+    assert [p.name.split(".")[-2] for p in cache.glob("*.npy")] == ["pooled"]  # no tokens file written
+    np.testing.assert_allclose(pooled.pooled, gabor([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+                                                     for p in image_files]).pooled, atol=1e-5)
+
+    assert len(cached_features(extractor, image_files, cache, progress=False, tokens=False)) == 5
+    assert extractor.calls == 1  # the pooled-only cache is reused ...
+    full = cached_features(extractor, image_files, cache, progress=False)
+    assert extractor.calls == 2 and full.tokens.shape == (5, 16, 16)  # ... but never taken for a full one
+    np.testing.assert_array_equal(full.pooled, pooled.pooled)
+
+    other = tmp_path / "other"
+    cached_features(extractor, image_files, other, progress=False)
+    again = cached_features(extractor, image_files, other, progress=False, tokens=False)
+    assert extractor.calls == 3 and again.tokens.shape == (5, 0, 0)  # a full cache serves pooled-only requests
+    assert len(list(other.glob("*.npy"))) == 2
+
+
+def test_pooled_only_from_an_extractor_that_cannot_skip_tokens(image_files, gabor, photos):
+    feats = features_for_images(CountingExtractor(gabor), photos, tokens=False)  # tokens dropped per batch
+    assert feats.tokens.shape == (3, 0, 0)
+    np.testing.assert_allclose(feats.pooled, gabor(photos).pooled, atol=1e-5)
+
+
+def test_features_of_test_images_are_cached_by_their_files(tmp_path, image_files, gabor):
+    from prosthesis_sim.data.dataset import load_image
+
+    images = [load_image(p) for p in image_files]
+    counting = CountingExtractor(gabor)
+    first = features_for_images(counting, images, paths=image_files, cache_dir=tmp_path / "cache")
+    second = features_for_images(counting, images, paths=image_files, cache_dir=tmp_path / "cache")
+    assert counting.calls == 1  # the second evaluation read the cache
+    np.testing.assert_array_equal(first.pooled, second.pooled)
+    np.testing.assert_allclose(second.tokens, gabor(images).tokens, atol=1e-5)
+    # the same files as training images share the cache: one key, whatever the caller
+    cached_features(counting, image_files, tmp_path / "cache", progress=False)
+    assert counting.calls == 1
+    with pytest.raises(ValueError, match="2 paths for 5 images"):
+        features_for_images(counting, images, paths=image_files[:2], cache_dir=tmp_path / "cache")
+
+
+def test_progress_reaches_logs_when_stderr_is_not_a_terminal(tmp_path, image_files, gabor, caplog, monkeypatch):
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file, a cluster job
+    with caplog.at_level("INFO", logger="prosthesis_sim.progress"):
+        cached_features(gabor, image_files, tmp_path / "cache", batch_size=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "prosthesis_sim.progress"]
+    assert lines[0].startswith(f"features {gabor.cache_id}: 0/5 img")
+    assert any("5/5 img (100 %)" in line for line in lines), lines
+    assert len(lines) == 6  # the start, then every tenth: here every one of the 5 images
+
+
+def test_log_progress_every_fraction_and_every_seconds(caplog, monkeypatch):
+    from prosthesis_sim.features import progress as progress_module
+
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    with caplog.at_level("INFO", logger="prosthesis_sim.progress"):
+        bar = progress_module.LogProgress(1000, "train DiT", "step", every_fraction=0.25, every_s=60)
+        for step in range(1000):
+            clock[0] += 0.01 if step < 500 else 1.0  # slow second half: a line at least every minute
+            bar.set_postfix(loss="0.5")
+            bar.update()
+        bar.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "train DiT: 0/1000 step"
+    assert any(line.startswith("train DiT: 250/1000 step (25 %)") for line in lines)
+    assert any("eta" in line and "loss=0.5" in line for line in lines)
+    assert lines[-1].startswith("train DiT: 1000/1000 step (100 %)")
+    # 4 quarter marks + about 500 s / 60 s of time-based lines in the slow half + the first line
+    assert 4 + 1 + 6 <= len(lines) <= 4 + 1 + 10, lines

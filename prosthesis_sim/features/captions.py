@@ -23,29 +23,75 @@ NEUTRAL_CAPTION = "a photo"  # for images without a file (and so without a THING
 
 
 class ConceptCaptions:
-    """"a photo of a {concept}" from the THINGS concept folder of each image.
+    """"a photo of a {concept}" from the THINGS concept of each image, read as English.
 
-    THINGS-EEG2 folders are ``00001_aircraft_carrier``, THINGS-MEG folders ``aircraft_carrier``: the
-    leading number is dropped and underscores become spaces. In-memory images have no folder and
-    get ``neutral`` (default "a photo"), the same for every frame, so the text tokens carry no
-    image-specific information there.
+    The concept comes from the image's folder (THINGS-EEG2 ``00001_aircraft_carrier``, THINGS-MEG
+    ``aircraft_carrier``), or from its file name in a flat folder (THINGS-MEG test images,
+    ``images_test_meg/coat_rack_13s.jpg``): see ``concept_of``. An article "a"/"an" right before
+    ``{concept}`` in the template is chosen to fit the concept ("an astronaut", "a unicorn").
+    In-memory images have no folder and get ``neutral`` (default "a photo"), the same for every
+    frame, so the text tokens carry no image-specific information there.
     """
 
     def __init__(self, template: str = "a photo of a {concept}", neutral: str = NEUTRAL_CAPTION):
         if "{concept}" not in template:
-            raise ValueError(f"template must contain '{{concept}}', got {template!r}")
+            raise ValueError(f"features.captions.template must contain '{{concept}}', got {template!r}")
         self.template, self.neutral = template, neutral
-        self.cache_id = f"concept({template}|{neutral})"
+        # "concept2": captions changed (variant suffixes stripped, articles fitted), so caches keyed by
+        # the id of the old captions must not be reused
+        self.cache_id = f"concept2({template}|{neutral})"
 
     def __call__(self, paths: Sequence[Path] | None, images) -> list[str]:
         if paths is None:
             return [self.neutral] * len(images)
-        return [self.template.format(concept=concept_of(Path(p))) for p in paths]
+        return [caption(self.template, concept_of(Path(p))) for p in paths]
+
+
+_FOLDER_NUMBER = re.compile(r"^\d+_")  # THINGS-EEG2 folders: 00001_aircraft_carrier
+_IMAGE_NUMBER = re.compile(r"_\d+[a-z]?$")  # THINGS files: aircraft_carrier_01b, coat_rack_13s
+_VARIANT = re.compile(r"_?\d+$")  # homonyms and variants: bat2, astronaut_02
 
 
 def concept_of(path: Path) -> str:
-    """``.../00001_aircraft_carrier/aircraft_carrier_01b.jpg`` -> "aircraft carrier"."""
-    return re.sub(r"^\d+_", "", path.parent.name).replace("_", " ").strip()
+    """The concept of a THINGS image, as words: ``.../00001_aircraft_carrier/aircraft_carrier_01b.jpg``
+    -> "aircraft carrier", ``images_test_meg/coat_rack_13s.jpg`` -> "coat rack",
+    ``.../00007_astronaut_02/astronaut_02_03b.jpg`` -> "astronaut".
+
+    The folder names the concept unless the file is a THINGS image name (``<concept>_<number>``)
+    that does not start with it (a flat folder of test images). Leading folder numbers, numeric
+    variant suffixes (``bat2``, ``astronaut_02``) and underscores are dropped.
+    """
+    folder = _FOLDER_NUMBER.sub("", path.parent.name)
+    name = folder
+    if _IMAGE_NUMBER.search(path.stem) and not path.stem.startswith(folder):
+        name = _IMAGE_NUMBER.sub("", path.stem)
+    words = _VARIANT.sub("", name) or name  # a name of digits only stays as it is
+    return re.sub(r"[_\s]+", " ", words).strip()
+
+
+def caption(template: str, concept: str) -> str:
+    """``template`` with ``{concept}`` filled in and an "a"/"an" right before it fitted to the concept."""
+    def fit(match: re.Match) -> str:
+        word = indefinite_article(concept)
+        return (word.capitalize() if match.group(1)[0].isupper() else word) + match.group(2)
+
+    return re.sub(r"\b([Aa]n?)(\s+)(?=\{concept\})", fit, template).format(concept=concept)
+
+
+# Spellings that start with a vowel but sound a consonant ("a unicorn", "a urinal", "a ukulele",
+# "a eucalyptus", "a one-way sign"), and the reverse ("an hourglass").
+_CONSONANT_SOUND = re.compile(r"^(uni|use|usu|ura|uri|uro|uku|ute|euc|eul|eur|ewe|one\b|once)")
+_VOWEL_SOUND = re.compile(r"^(hour|honest|honou?r|heir)")
+
+
+def indefinite_article(phrase: str) -> str:
+    """ "an" before a vowel sound, else "a" (by spelling, with the common exceptions)."""
+    word = phrase.strip().lower()
+    if _VOWEL_SOUND.match(word):
+        return "an"
+    if _CONSONANT_SOUND.match(word):
+        return "a"
+    return "an" if word[:1] in tuple("aeiou") else "a"
 
 
 class FileCaptions:

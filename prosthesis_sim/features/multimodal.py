@@ -32,7 +32,8 @@ class ClipImageTextFeatures(ClipFeatures):
     ``captions`` is a caption source from ``captions.py`` (default: THINGS concept names). It gets the
     batch's image paths through ``cached_features`` (``uses_paths``), and None for in-memory images.
     ``model`` must hold a full ``CLIPModel`` (vision + text) and its image processor and tokenizer.
-    Device, dtype and lazy loading work as in ``ClipFeatures``.
+    Device, dtype and lazy loading work as in ``ClipFeatures``. ``tokens=False`` computes the pooled
+    vector only: no captions, no text tower, no projection of the patch tokens.
     """
 
     uses_paths = True
@@ -64,30 +65,54 @@ class ClipImageTextFeatures(ClipFeatures):
             raise ValueError(f"max_text_tokens={self.max_text_tokens} exceeds the CLIP text model's {limit} positions")
 
     @torch.inference_mode()
-    def __call__(self, images: Sequence[np.ndarray], paths: Sequence[Path] | None = None) -> Features:
+    def __call__(self, images: Sequence[np.ndarray], paths: Sequence[Path] | None = None,
+                 tokens: bool = True) -> Features:
         if self._model is None:
             self._load()
         if not len(images):  # shapes from the config, without running the model
-            cfg = self._model.config
-            n_image = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2 + 1
-            return Features(np.zeros((0, n_image + self.max_text_tokens, cfg.projection_dim), np.float32),
-                            np.zeros((0, cfg.projection_dim), np.float32))
+            empty = self.empty()
+            return empty if tokens else Features(np.zeros((0, 0, 0), np.float32), empty.pooled)
+        if not tokens:
+            pooled = [self._image_tokens([np.asarray(img) for img in images[start : start + self.batch_size]],
+                                         cls_only=True)[:, 0].float().cpu().numpy()
+                      for start in range(0, len(images), self.batch_size)]
+            return Features(np.zeros((len(images), 0, 0), np.float32), np.concatenate(pooled))
         captions = self.captions(None if paths is None else [Path(p) for p in paths], images)
         if len(captions) != len(images):
             raise ValueError(f"caption source returned {len(captions)} captions for {len(images)} images")
-        tokens, pooled = [], []
+        sequences, pooled = [], []
         for start in range(0, len(images), self.batch_size):
             stop = start + self.batch_size
             image = self._image_tokens([np.asarray(img) for img in images[start:stop]])
             text = self._text_tokens(list(captions[start:stop]))
-            tokens.append(torch.cat([image, text], dim=1).float().cpu().numpy())
+            sequences.append(torch.cat([image, text], dim=1).float().cpu().numpy())
             pooled.append(image[:, 0].float().cpu().numpy())
-        return Features(np.concatenate(tokens), np.concatenate(pooled))
+        return Features(np.concatenate(sequences), np.concatenate(pooled))
 
-    def _image_tokens(self, images: list[np.ndarray]) -> torch.Tensor:
+    def empty(self) -> Features:
+        """Features of no images, i.e. the shapes, from the config alone (no weights loaded)."""
+        if self._model is not None:
+            cfg = self._model.config
+        else:
+            from transformers import AutoConfig
+
+            try:
+                cfg = AutoConfig.from_pretrained(self.model, local_files_only=self.local_files_only)
+            except (OSError, ValueError) as err:
+                raise ClipWeightsNotFound(_missing_message(self.model, err)) from err
+            if cfg.model_type != "clip":
+                raise ValueError(f"{self.model}: config.json has model_type {cfg.model_type!r}; image + text "
+                                 "features need a full CLIPModel (model_type 'clip', vision and text towers)")
+        n_image = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2 + 1
+        return Features(np.zeros((0, n_image + self.max_text_tokens, cfg.projection_dim), np.float32),
+                        np.zeros((0, cfg.projection_dim), np.float32))
+
+    def _image_tokens(self, images: list[np.ndarray], cls_only: bool = False) -> torch.Tensor:
+        """Projected image tokens; ``cls_only``: token 0 only (the pooled image embedding)."""
         pixels = self._processor(images=images, return_tensors="pt")["pixel_values"]
         vision = self._model.vision_model(pixel_values=pixels.to(self.device, _DTYPES[self.dtype]))
-        return self._model.visual_projection(self._model.vision_model.post_layernorm(vision.last_hidden_state))
+        hidden = vision.last_hidden_state[:, :1] if cls_only else vision.last_hidden_state
+        return self._model.visual_projection(self._model.vision_model.post_layernorm(hidden))
 
     def _text_tokens(self, captions: list[str]) -> torch.Tensor:
         text = self._tokenizer(captions, padding="max_length", max_length=self.max_text_tokens,

@@ -11,7 +11,7 @@ import mne
 
 from ..checkpoint import atomic_write_text, load_component
 from ..data.things_eeg2 import subject_dir_name
-from ..evaluate import evaluate_encoder, load_test_images
+from ..evaluate import evaluate_encoder, load_test_images, takes_cache_dir
 from .runs import CACHE, Run, load_dataset
 
 # --- evaluating saved encoders (cached) --------------------------------------------------------------
@@ -44,7 +44,9 @@ class _Recording:
     def __init__(self, encoder):
         self.encoder = encoder
 
-    def generate(self, images, seed=None, **kwargs):  # kwargs: whatever evaluate_encoder passes (paths=...)
+    def generate(self, images, seed=None, cache_dir=None, **kwargs):  # kwargs: what evaluate_encoder passes (paths=...)
+        if cache_dir is not None and takes_cache_dir(self.encoder):  # cached test features, as in evaluate_encoder
+            kwargs["cache_dir"] = cache_dir
         self.generated = self.encoder.generate(images, seed=seed, **kwargs)
         return self.generated
 
@@ -52,7 +54,7 @@ class _Recording:
 def _score(run: Run, data, images, seed: int | None) -> dict:
     """Scores of run's encoder on data's test split (evaluate_encoder), plus its mean generated signal
     when data is the run's own subject (for the topographies)."""
-    encoder = _Recording(load_component(run.path / "encoder"))
+    encoder = _Recording(load_component(run.path / "encoder", data))
     metrics = evaluate_encoder(encoder, data, images, seed=seed)
     own = data.subject == run.subject
     return {"metrics": metrics, "generated_mean": encoder.generated.mean(axis=0).tolist() if own else None}
@@ -144,7 +146,7 @@ def sampler_cells(run: Run, cfg: dict, samplers: list[str], steps: list[int], ou
     missing = [cell for cell, value in cells.items() if value is None]
     if missing:
         data, images = loader(cfg)
-        encoder = load_component(run.path / "encoder")
+        encoder = load_component(run.path / "encoder", data)
         for sampler, n in missing:
             cells[(sampler, n)] = _write_cached(*jobs[(sampler, n)],
                                                 evaluate_sampler(encoder, data, images, sampler, n, seed))
