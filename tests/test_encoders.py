@@ -142,7 +142,7 @@ def test_dit_paper_narrow_variants_train_and_round_trip(small_data, tmp_path, va
 def test_region_position_groups_channels_by_region():
     from encoders.dit import DiT
     from prosthesis_sim.data.regions import REGIONS, region_ids
-    from tests.test_things_eeg2 import CH63
+    from tests.fixtures.nice import CH63
 
     ids = region_ids(CH63)
     dit = DiT(63, 250, 4, 5, 6, region_ids=ids, patch=(8, 25), position="region")

@@ -12,7 +12,7 @@ from encoders.mean_erp import MeanERP
 from prosthesis_sim.checkpoint import load_component, save_component, saved_epoch
 from prosthesis_sim.data.dataset import Epoch
 from prosthesis_sim.data.things_eeg2 import load_things_eeg2
-from tests.test_things_eeg2 import write_dataset
+from tests.fixtures.nice import write_dataset
 
 GIFFORD_TIMES = np.arange(100) / 100 - 0.2  # Gifford et al.'s release: -0.2..0.79 s at 100 Hz
 

@@ -13,7 +13,7 @@ from prosthesis_sim.data.things_eeg2 import DataFormatError, load_things_eeg2
 from prosthesis_sim.data.things_meg import load_things_meg
 from tests.fixtures.brainflora import write_new_split
 from tests.fixtures.ubp import EEG_CHANNELS, write_ubp
-from tests.test_things_eeg2 import write_dataset
+from tests.fixtures.nice import write_dataset
 
 
 def test_ubp_eeg_loads_with_its_times_quirk_and_train_images_folder(tmp_path, caplog):

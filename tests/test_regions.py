@@ -2,7 +2,7 @@
 import pytest
 
 from prosthesis_sim.data.regions import REGIONS, brain_region, region_ids
-from tests.test_things_eeg2 import CH63
+from tests.fixtures.nice import CH63
 
 
 @pytest.mark.parametrize("name, region", [

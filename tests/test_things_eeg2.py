@@ -2,51 +2,13 @@
 import logging
 import pickle
 
-import cv2
 import numpy as np
 import pytest
 
 from prosthesis_sim.data.dataset import Normalizer
 from prosthesis_sim.data.things_eeg2 import DataFormatError, load_things_eeg2
+from tests.fixtures.nice import CH63, GIFFORD17, write_dataset
 
-CH63 = ("Fp1 Fp2 AF7 AF3 AFz AF4 AF8 F7 F5 F3 F1 F2 F4 F6 F8 FT9 FT7 FC5 FC3 FC1 FCz FC2 FC4 FC6 FT8 FT10 T7 C5 "
-        "C3 C1 Cz C2 C4 C6 T8 TP9 TP7 CP5 CP3 CP1 CPz CP2 CP4 CP6 TP8 TP10 P7 P5 P3 P1 Pz P2 P4 P6 P8 PO7 PO3 POz "
-        "PO4 PO8 O1 Oz O2").split()
-GIFFORD17 = "O1 Oz O2 PO7 PO3 POz PO4 PO8 P7 P5 P3 P1 Pz P2 P4 P6 P8".split()
-
-
-def write_dataset(root, n_train=(3, 2), n_test=4, reps=(4, 6), ch=CH63, n_t=20, sfreq=250.0, times=None,
-                  as_object_array=False, metadata=True, seed=0):
-    """A tiny THINGS-EEG2 folder: n_train = (concepts, images per concept)."""
-    rng = np.random.default_rng(seed)
-    times = np.arange(n_t) / sfreq if times is None else times
-    train = rng.standard_normal((n_train[0] * n_train[1], reps[0], len(ch), n_t)).astype(np.float32)
-    test = rng.standard_normal((n_test, reps[1], len(ch), n_t)).astype(np.float32)
-    sub = root / "sub-01"
-    sub.mkdir(parents=True)
-    for name, arr in (("training", train), ("test", test)):
-        d = {"preprocessed_eeg_data": arr, "ch_names": list(ch), "times": times}
-        path = sub / f"preprocessed_eeg_{name}.npy"
-        if as_object_array:
-            np.save(path, d, allow_pickle=True)
-        else:
-            with open(path, "wb") as f:
-                pickle.dump(d, f, protocol=4)
-    meta = {"train_img_concepts": [], "train_img_files": [], "test_img_concepts": [], "test_img_files": []}
-    img = np.zeros((8, 8, 3), np.uint8)
-    for split, n_c, per in (("training", n_train[0], n_train[1]), ("test", n_test, 1)):
-        key = "train" if split == "training" else "test"
-        for c in range(n_c):
-            concept = f"{c + 1:05d}_thing{c}_{split}"
-            (root / "images" / f"{split}_images" / concept).mkdir(parents=True)
-            for i in range(per):
-                fname = f"thing{c}_{split}_{i + 1:02d}{'b' if key == 'train' else 's'}.jpg"
-                cv2.imwrite(str(root / "images" / f"{split}_images" / concept / fname), img + c * 20 + i)
-                meta[f"{key}_img_concepts"].append(concept)
-                meta[f"{key}_img_files"].append(fname)
-    if metadata:
-        np.save(root / "images" / "image_metadata.npy", meta, allow_pickle=True)
-    return train, test
 
 
 @pytest.mark.parametrize("as_object_array", [False, True])

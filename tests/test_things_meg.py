@@ -3,7 +3,6 @@ error case, topomaps on the template sensor positions, and the synthetic MEG gen
 import json
 import pickle
 
-import cv2
 import matplotlib
 import mne
 import numpy as np
@@ -12,53 +11,15 @@ import pytest
 
 from prosthesis_sim.data.synth import synthesize
 from prosthesis_sim.data.things_eeg2 import DataFormatError
-from prosthesis_sim.data.things_meg import load_things_meg, make_meg_info, things_meg_channels
+from prosthesis_sim.data.things_meg import load_things_meg, make_meg_info
 from prosthesis_sim.render import mne_topomap_geometry
 from tests.fixtures import things_meg_epochs as release
+from tests.fixtures.atm import ALL, CH, N_T, SFREQ, TEST, TRAIN, signals, write_images, write_pickles
 
 matplotlib.use("Agg")
 
-ALL = things_meg_channels()
-CH = ALL[::27]  # 11 channels spread over the helmet: enough for the loader, fast
-SFREQ = 200.0
-N_T = 201  # 0 .. 1.0 s
-TRAIN, TEST = "preprocessed_meg_training.pkl", "preprocessed_meg_zs_test.pkl"
 SYNTH = dict(n_subjects=1, n_train_concepts=3, images_per_concept=2, n_test=12, train_reps=1, test_reps=12,
              image_size=32, seed=0, progress=False, modality="meg")
-
-
-def write_images(root, train=(3, 2), n_test=4):
-    """THINGS-style folders (no image_metadata.npy: sorted order = row order). Returns, per split, the
-    (concept, file name) of each image in row order."""
-    rows = {"training": [], "test": []}
-    for split, n_concepts, per, stem, suffix in (("training", *train, "thing", "b"), ("test", n_test, 1, "novel", "s")):
-        for c in range(n_concepts):
-            concept = f"{stem}{c}"
-            folder = root / "images" / f"{split}_images" / f"{c + 1:05d}_{concept}"
-            folder.mkdir(parents=True)
-            for i in range(per):
-                name = f"{concept}_{i + 1:02d}{suffix}.jpg"
-                cv2.imwrite(str(folder / name), np.full((8, 8, 3), 10 * c + i, np.uint8))
-                rows[split].append((concept, name))
-    return rows
-
-
-def signals(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def write_pickles(root, train=(3, 2), n_test=4, reps=(1, 6), ch=CH, n_t=N_T, seed=0):
-    """ATM-style files: both (concepts, images per concept, repetitions, channels, times), float64 as
-    ATM saves epochs.get_data(). Returns the two 5-D arrays."""
-    tr = signals((*train, reps[0], len(ch), n_t), seed).astype(np.float64)
-    te = signals((n_test, 1, reps[1], len(ch), n_t), seed + 1).astype(np.float64)
-    times = np.arange(n_t) / SFREQ
-    (root / "sub-01").mkdir(parents=True)
-    for name, arr in ((TRAIN, tr), (TEST, te)):
-        with open(root / "sub-01" / name, "wb") as f:
-            pickle.dump({"meg_data": arr, "ch_names": list(ch), "times": times}, f, protocol=4)
-    write_images(root, train, n_test)
-    return tr, te
 
 
 def write_epochs(path, train, test, rows, tmin=-0.1, n_samples=281, metadata=True, seed=0):
