@@ -19,6 +19,7 @@ CUDA, float32 on CPU.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -83,6 +84,14 @@ def _mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0))
     return mean.astype(np.float32), (std + 1e-6).astype(np.float32)
+
+
+def _sensor_positions(info) -> list[list[float]] | None:
+    """Each channel's position (m) from the dataset's mne.Info; None when a channel has none."""
+    xyz = np.array([ch["loc"][:3] for ch in info["chs"]], dtype=np.float64)
+    if not np.isfinite(xyz).all() or (np.abs(xyz).sum(axis=1) == 0).any():
+        return None
+    return np.round(xyz, 6).tolist()
 
 
 def _region_ids(ch_names: list[str]) -> list[int] | None:
@@ -167,9 +176,11 @@ class DiffusionEncoder:
         return block[torch.as_tensor(inverse, device=self.device)]
 
     def _build(self, n_channels: int, n_times: int, n_tokens: int, token_dim: int, pooled_dim: int,
-               region_ids: list[int] | None = None) -> None:
+               region_ids: list[int] | None = None, sensor_positions: list[list[float]] | None = None) -> None:
         self.dims = {"n_channels": n_channels, "n_times": n_times, "n_tokens": n_tokens,
                      "token_dim": token_dim, "pooled_dim": pooled_dim, "region_ids": region_ids}
+        if sensor_positions is not None and "sensor_positions" in inspect.signature(self.make_denoiser).parameters:
+            self.dims["sensor_positions"] = sensor_positions  # saved with the weights, so a load rebuilds it
         self.model = self.make_denoiser(**self.dims).to(self.device)
 
     # -- training -----------------------------------------------------------------------------------
@@ -207,7 +218,8 @@ class DiffusionEncoder:
             tokens_of = lambda img: tokens[img]
             n_tokens, token_dim = tokens.shape[1:]
         img_index = torch.arange(n_img, device=self.device).repeat_interleave(n_rep)
-        self._build(n_ch, n_t, n_tokens, token_dim, pooled.shape[-1], _region_ids(data.ch_names))
+        self._build(n_ch, n_t, n_tokens, token_dim, pooled.shape[-1], _region_ids(data.ch_names),
+                    _sensor_positions(data.info))
         model = self.model.train()
         # DDP averages the gradients of the processes; the unwrapped model is what is saved and averaged.
         # static_graph: the same parameters are used every step, and some never are (e.g. the pooled

@@ -112,6 +112,10 @@ class DiT(nn.Module):
       'concat' - it is concatenated to every patch embedding, then projected back to the width.
     position: 'learned' (one embedding per channel group) or 'region' (the mean embedding of the
     brain regions of the group's channels, from ``region_ids``); a time-patch embedding is added to both.
+    sensor_code: add a per-sensor code, a learned projection of sinusoidal features of each channel's
+    position (``sensor_positions``, from the dataset's mne.Info), averaged over the group's channels:
+    with one channel per patch, O1, Oz and O2 share a brain region but not a code, so the network can
+    tell them apart. Off, or without positions, the groups are told apart by ``position`` alone.
     The image tokens get a learned position embedding of their own: the keys must say where in the
     image a token comes from (Gabor grid cells carry no position).
     """
@@ -131,6 +135,9 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         position: str = "learned",
         conditioning: tuple[str, ...] = ("cross", "adaln"),
+        sensor_positions: list[list[float]] | None = None,
+        sensor_code: bool = False,
+        sensor_frequencies: int = 6,
     ):
         super().__init__()
         check_size(hidden, heads, depth, mlp_ratio)
@@ -149,6 +156,7 @@ class DiT(nn.Module):
         self.patch_embed = nn.Linear(pc * pt, hidden)
         self.pos_time = nn.Parameter(torch.randn(self.grid[1], hidden) * 0.02)
         self._build_space_position(position, region_ids, hidden)
+        self._build_sensor_code(sensor_positions if sensor_code else None, sensor_frequencies, hidden)
         self.t_embed = TimestepEmbedder(hidden)
         self.pooled_proj = nn.Linear(pooled_dim, hidden)
         if "cross" in self.conditioning:
@@ -192,6 +200,33 @@ class DiT(nn.Module):
             raise ValueError(f"position must be 'learned' or 'region', got {position!r}")
         self.position = position
 
+    def _build_sensor_code(self, positions: list[list[float]] | None, n_freq: int, hidden: int) -> None:
+        self.sensor_proj = None
+        if positions is None:
+            return
+        xyz = torch.as_tensor(positions, dtype=torch.float32)
+        if xyz.shape != (self.n_channels, 3) or not torch.isfinite(xyz).all():
+            raise ValueError(f"sensor_positions must be finite (x, y, z) for each of the {self.n_channels} channels, "
+                             f"got shape {tuple(xyz.shape)}")
+        xyz = xyz - xyz.mean(dim=0)
+        xyz = xyz / xyz.norm(dim=1).max().clamp_min(1e-9)  # the head fits in the unit ball
+        freqs = math.pi * 2.0 ** torch.arange(n_freq, dtype=torch.float32)
+        angles = (xyz[:, :, None] * freqs).reshape(self.n_channels, -1)
+        features = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (channels, 6 n_freq)
+        gc, pc = self.grid[0], self.patch[0]
+        share = torch.zeros(gc, self.n_channels)  # mean over the group's real channels
+        for ch in range(self.n_channels):
+            share[ch // pc, ch] = 1.0
+        self.register_buffer("sensor_features", (share / share.sum(1, keepdim=True)) @ features)
+        self.sensor_proj = nn.Linear(features.shape[1], hidden)
+
+    def space_position(self) -> torch.Tensor:
+        """(channel groups, hidden): the position code of each channel group (before the time code)."""
+        space = self.pos_space if self.position == "learned" else self.region_share @ self.region_embed
+        if self.sensor_proj is not None:
+            space = space + self.sensor_proj(self.sensor_features)
+        return space
+
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         (pc, pt), (gc, gt) = self.patch, self.grid
         x = F.pad(x, (0, self.pad[1], 0, self.pad[0]))
@@ -207,7 +242,7 @@ class DiT(nn.Module):
             raise ValueError(
                 f"DiT was built for signals of shape ({self.n_channels}, {self.n_times}), got {tuple(x.shape[1:])}"
             )
-        space = self.pos_space if self.position == "learned" else self.region_share @ self.region_embed
+        space = self.space_position()
         pos = (space[:, None] + self.pos_time[None]).reshape(-1, space.shape[1])
         h = self.patch_embed(self.patchify(x)) + pos
         t_emb = self.t_embed(t)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .data.dataset import BrainDataset, load_image
-from .metrics import signal_metrics, split_half_reliability
+from .metrics import across_image_ceiling, fraction_of_ceiling, signal_metrics, split_half_reliability
 
 
 def load_test_images(data: BrainDataset) -> list[np.ndarray]:
@@ -35,15 +35,25 @@ def evaluate_encoder(encoder, data: BrainDataset, images: list[np.ndarray] | Non
     start = time.perf_counter()
     generated = encoder.generate(images, seed=seed, paths=data.test_images, **kwargs)
     seconds = time.perf_counter() - start
-    out = signal_metrics(norm(generated), norm(data.test_average()))
+    reference = norm(data.train_average().mean(axis=0, keepdims=True))[0]
+    out = signal_metrics(norm(generated), norm(data.test_average()), reference)
     out["generate_s_per_image"] = seconds / len(images)
     return out
 
 
 def noise_ceiling(data: BrainDataset, seed: int = 0) -> dict:
-    norm = data.normalizer
-    return split_half_reliability(norm(data.test_repetitions()), seed=seed)
+    """The split-half ceilings of the flattened per-image r and of the across-image r (its mean over
+    channels x time; the map itself comes from ``across_image_ceiling``)."""
+    trials = data.normalizer(data.test_repetitions())
+    out = split_half_reliability(trials, seed=seed)
+    out["r_across_images_ceiling"] = float(np.nanmean(across_image_ceiling(trials, seed=seed))) \
+        if trials.shape[1] >= 2 else float("nan")
+    return out
 
 
 def with_ceiling(metrics: dict, ceiling: dict) -> dict:
-    return {**metrics, "pcc_fraction_of_ceiling": metrics["pcc"] / ceiling["noise_ceiling"]}
+    out = {**metrics, "pcc_fraction_of_ceiling": fraction_of_ceiling(metrics["pcc"], ceiling["noise_ceiling"], "pcc")}
+    if "r_across_images" in metrics and "r_across_images_ceiling" in ceiling:
+        out["r_across_images_fraction"] = fraction_of_ceiling(
+            metrics["r_across_images"], ceiling["r_across_images_ceiling"], "r_across_images")
+    return out

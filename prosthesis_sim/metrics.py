@@ -14,7 +14,15 @@ Definitions (the paper leaves them open; these are ours and the README repeats t
   between the two half-averages; mean over images and over ``n_splits`` random splits.
   ``noise_ceiling`` = sqrt(2 r / (1 + r)): Spearman-Brown gives the reliability of the full average,
   and its square root is the Pearson r a perfect, noise-free model can expect against the measured
-  average. ``pcc / noise_ceiling`` is the fraction of the attainable correlation.
+  average. ``pcc / noise_ceiling`` is the fraction of the attainable correlation. Halves are of
+  equal size (one repetition left out at random when the count is odd).
+- ``r_across_images``: per channel and time point, Pearson r across the test images between
+  generated and measured averages (the shared evoked response cancels); the mean over channels x
+  time. Its ceiling is the same split-half procedure per channel x time (``across_image_ceiling``);
+  ``r_across_images_fraction`` = mean r / mean ceiling.
+- ``top1_centered`` / ``top5_centered``: identification after removing the training-average response
+  from generated and measured signals alike.
+- A ceiling of zero or NaN (no repetitions) gives NaN fractions with a warning, never a crash.
 """
 from __future__ import annotations
 
@@ -67,9 +75,24 @@ def identification(generated: np.ndarray, measured: np.ndarray, ks=(1, 5)) -> di
     return {f"top{k}": float(np.mean(rank < k)) for k in ks}
 
 
+def _halves(rng: np.random.Generator, n_rep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two random halves of equal size (one repetition left out at random when the count is odd)."""
+    perm = rng.permutation(n_rep)
+    half = n_rep // 2
+    return perm[:half], perm[half : 2 * half]
+
+
+def _spearman_brown_ceiling(r: np.ndarray | float) -> np.ndarray | float:
+    """Split-half r -> the r a noise-free model can reach against the full average: sqrt(2r / (1 + r))."""
+    r = np.asarray(r, dtype=np.float64)
+    reliability = np.where(r > -1, 2 * r / (1 + np.where(r > -1, r, 0)), np.nan)
+    return np.sqrt(np.clip(reliability, 0, None)), reliability
+
+
 def split_half_reliability(trials: np.ndarray, n_splits: int = 20, seed: int = 0) -> dict[str, float]:
     """trials: (n_images, n_repetitions, n_channels, n_times), z-scored.
 
+    Halves are of equal size (one repetition left out at random per split when the count is odd).
     With one repetition (BrainFLORA's random split: every test image seen once) there are no halves:
     the ceiling is NaN, with a warning, so that training and scoring still run.
     """
@@ -82,22 +105,63 @@ def split_half_reliability(trials: np.ndarray, n_splits: int = 20, seed: int = 0
     rng = np.random.default_rng(seed)
     rs = []
     for _ in range(n_splits):
-        perm = rng.permutation(n_rep)
-        a = trials[:, perm[: n_rep // 2]].mean(axis=1)
-        b = trials[:, perm[n_rep // 2 :]].mean(axis=1)
-        rs.append(pearson_rows(a, b).mean())
+        a, b = _halves(rng, n_rep)
+        rs.append(pearson_rows(trials[:, a].mean(axis=1), trials[:, b].mean(axis=1)).mean())
     r = float(np.mean(rs))
-    reliability = 2 * r / (1 + r) if r > -1 else float("nan")
+    ceiling, reliability = _spearman_brown_ceiling(r)
     return {
         "split_half_r": r,
-        "reliability": reliability,
-        "noise_ceiling": float(np.sqrt(max(reliability, 0.0))),
+        "reliability": float(reliability),
+        "noise_ceiling": float(ceiling),
         "n_repetitions": int(n_rep),
     }
 
 
-def signal_metrics(generated: np.ndarray, measured: np.ndarray) -> dict[str, float]:
-    """generated, measured: (n_images, n_channels, n_times), z-scored. See the module docstring."""
+def across_image_r(generated: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """(n_channels, n_times): Pearson r across test images at every channel and time point.
+
+    The evoked response every image shares is the same at a given channel and time for all images,
+    so it cancels here; flattened per-image r (``pcc``) is dominated by it (Gifford et al. 2022
+    score encoders this way). 0 where either side does not vary across images.
+    """
+    if generated.shape != measured.shape or generated.ndim != 3:
+        raise ValueError(f"across_image_r needs two (images, channels, times) arrays of one shape, got "
+                         f"{generated.shape} and {measured.shape}")
+    g = generated - generated.mean(axis=0)
+    m = measured - measured.mean(axis=0)
+    den = np.sqrt((g ** 2).sum(axis=0) * (m ** 2).sum(axis=0))
+    return np.divide((g * m).sum(axis=0), den, out=np.zeros(den.shape), where=den > 0)
+
+
+def across_image_ceiling(trials: np.ndarray, n_splits: int = 20, seed: int = 0) -> np.ndarray:
+    """(n_channels, n_times) split-half noise ceiling of the across-image r (Spearman-Brown corrected,
+    sqrt of the reliability; 0 where the halves do not agree). NaN, with a warning, without repetitions."""
+    n_rep = trials.shape[1]
+    if n_rep < 2:
+        warnings.warn(f"the across-image noise ceiling needs >= 2 test repetitions, got {n_rep}: reported as NaN",
+                      stacklevel=2)
+        return np.full(trials.shape[2:], np.nan)
+    rng = np.random.default_rng(seed)
+    r = np.mean([across_image_r(trials[:, a].mean(axis=1), trials[:, b].mean(axis=1))
+                 for a, b in (_halves(rng, n_rep) for _ in range(n_splits))], axis=0)
+    return _spearman_brown_ceiling(r)[0]
+
+
+def fraction_of_ceiling(value: float, ceiling: float, what: str) -> float:
+    """value / ceiling; NaN with a warning where the ceiling is zero, negative or unknown."""
+    if not np.isfinite(ceiling) or ceiling <= 0:
+        warnings.warn(f"{what}: the noise ceiling is {ceiling}, so the fraction of it is NaN", stacklevel=2)
+        return float("nan")
+    return float(value / ceiling)
+
+
+def signal_metrics(generated: np.ndarray, measured: np.ndarray,
+                   reference: np.ndarray | None = None) -> dict[str, float]:
+    """generated, measured: (n_images, n_channels, n_times), z-scored. See the module docstring.
+
+    reference: (n_channels, n_times), the training-average response: with it, identification is also
+    scored with it removed from both sides (``top1_centered``), which the shared response cannot help.
+    """
     if generated.shape != measured.shape:
         raise ValueError(f"generated signals have shape {generated.shape}, measured {measured.shape}")
     if not np.isfinite(generated).all():
@@ -109,6 +173,10 @@ def signal_metrics(generated: np.ndarray, measured: np.ndarray) -> dict[str, flo
         "mse": float(np.mean((generated - measured) ** 2)),
         "pcc": float(pearson_rows(generated, measured).mean()),
         "pcc_channel": float(ch.mean()),
+        "r_across_images": float(across_image_r(generated, measured).mean()),
     }
     out.update(identification(generated, measured))
+    if reference is not None:
+        centered = identification(generated - reference, measured - reference)
+        out.update({f"{k}_centered": v for k, v in centered.items()})
     return out

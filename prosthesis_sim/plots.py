@@ -56,3 +56,26 @@ def topomap_grid(rows: dict[str, np.ndarray], info: mne.Info, times: np.ndarray,
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def channel_time_maps(rows: dict[str, np.ndarray], times: np.ndarray, title: str = "",
+                      label: str = "Pearson r across images") -> Figure:
+    """One channel x time image per entry of ``rows`` (label -> (channels, times)), one shared colour
+    scale from -1 to 1: where in the sensors and when a model follows the images (and where the data
+    allow it to: the noise-ceiling row)."""
+    fig = Figure(figsize=(8, 1.9 * len(rows) + 0.6), layout="constrained")
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    extent = (float(times[0]), float(times[-1]), 0, 1)
+    for ax, (name, values) in zip(axes, rows.items()):
+        values = np.asarray(values, dtype=float)
+        im = ax.imshow(values, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-1, vmax=1,
+                       extent=(extent[0], extent[1], 0, values.shape[0]), interpolation="nearest")
+        ax.set_ylabel("channel", fontsize=8)
+        ax.set_title(f"{name}: mean {np.nanmean(values):.3f}", fontsize=9, loc="left")
+        ax.tick_params(labelsize=7)
+    axes[-1].set_xlabel("time (s)", fontsize=8)
+    bar = fig.colorbar(im, ax=list(axes), shrink=0.8, pad=0.01)
+    bar.set_label(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -132,6 +132,7 @@ def test_dit_paper_narrow_variants_train_and_round_trip(small_data, tmp_path, va
     enc = instantiate(cfg)
     enc.fit(small_data)
     assert enc.model.position == "region" and enc.dims["region_ids"] is not None
+    assert enc.model.sensor_proj is not None and len(enc.dims["sensor_positions"]) == small_data.train.shape[2]
     assert np.mean(enc.history[-3:]) < np.mean(enc.history[:3])
     save_component(enc, tmp_path / "dit", cfg)
     again = load_component(tmp_path / "dit")

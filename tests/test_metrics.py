@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from prosthesis_sim.metrics import identification, signal_metrics, split_half_reliability
+from prosthesis_sim.metrics import (_halves, across_image_ceiling, across_image_r, fraction_of_ceiling, identification,
+                                    signal_metrics, split_half_reliability)
 
 
 def test_perfect_prediction():
@@ -56,3 +57,44 @@ def test_non_finite_generated_signals_are_refused():
     bad[1, 0, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         signal_metrics(bad, m)
+
+
+def _trials(n_images=40, n_rep=8, noise=1.0, seed=0):
+    """Shared evoked response + image-specific signal + repetition noise; returns (trials, specific, shared)."""
+    rng = np.random.default_rng(seed)
+    shared = 3 * np.sin(np.linspace(0, 3, 30))[None, :] * np.ones((4, 1))  # (channels, times)
+    specific = rng.standard_normal((n_images, 4, 30))
+    trials = shared + specific[:, None] + noise * rng.standard_normal((n_images, n_rep, 4, 30))
+    return trials, specific, shared
+
+
+def test_across_image_r_ignores_the_shared_response():
+    trials, specific, shared = _trials()
+    measured = trials.mean(axis=1)
+    mean_erp = np.broadcast_to(measured.mean(axis=0), measured.shape)  # the floor: one response for all
+    floor = signal_metrics(mean_erp.copy(), measured, reference=shared)
+    assert floor["pcc"] > 0.6  # flattened per-image r is dominated by the shared response ...
+    assert floor["r_across_images"] == pytest.approx(0.0, abs=1e-9)  # ... the across-image r is not
+    assert floor["top1_centered"] <= 1 / 40 + 1e-9
+    good = signal_metrics(shared + specific, measured, reference=shared)
+    assert good["r_across_images"] > 0.8 and good["top1_centered"] == 1.0
+
+
+def test_across_image_ceiling_matches_the_signal_to_noise():
+    n_rep, noise = 8, 2.0
+    trials, specific, shared = _trials(n_images=200, n_rep=n_rep, noise=noise)
+    ceiling = across_image_ceiling(trials)
+    expected = np.sqrt(1 / (1 + noise ** 2 / n_rep))  # r of the noise-free signal with the full average
+    assert ceiling.shape == (4, 30) and ceiling.mean() == pytest.approx(expected, abs=0.03)
+    # the noise-free model reaches it
+    assert across_image_r(shared + specific, trials.mean(axis=1)).mean() == pytest.approx(expected, abs=0.03)
+
+
+def test_halves_are_equal_for_odd_counts_and_zero_ceilings_are_nan():
+    a, b = _halves(np.random.default_rng(0), 5)
+    assert len(a) == len(b) == 2 and not set(a) & set(b)
+    assert np.isfinite(split_half_reliability(np.random.default_rng(0).standard_normal((6, 3, 2, 5)))["split_half_r"])
+    with pytest.warns(UserWarning, match="noise ceiling is 0.0, so the fraction of it is NaN"):
+        assert np.isnan(fraction_of_ceiling(0.3, 0.0, "pcc"))
+    with pytest.warns(UserWarning, match="needs >= 2 test repetitions"):
+        assert np.isnan(across_image_ceiling(np.zeros((3, 1, 2, 5)))).all()

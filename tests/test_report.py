@@ -118,6 +118,25 @@ def test_topographies_are_linked_images(built):
         assert len(np.unique(img.reshape(-1, 3), axis=0)) > 1000  # colour maps, not a blank canvas
 
 
+def test_across_image_r_maps_and_ceilings(built, metrics):
+    import matplotlib.image
+
+    out, md = built
+    assert "### Across-image r" in md
+    for subject in ("sub-01", "sub-02"):
+        name = f"across_image_r_{subject}.png"
+        assert f"]({name})" in md
+        img = matplotlib.image.imread(out / name)[..., :3]
+        assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # channel x time maps, not a blank canvas
+    ceilings = [metrics[("ridge", s)]["noise_ceiling"]["r_across_images_ceiling"] for s in (1, 2)]
+    rows = table(md, "Pearson r across images, mean over channels x time")
+    assert rows["noise ceiling"] == [f"{v:.3f}" for v in [*ceilings, np.mean(ceilings)]]
+    # the shared response cannot help here: the mean-ERP floor is at 0, ridge above it
+    for s in (1, 2):
+        assert metrics[("mean_erp", s)]["mean_erp"]["r_across_images"] == pytest.approx(0.0, abs=1e-6)
+        assert metrics[("ridge", s)]["encoder"]["r_across_images"] > 0.05
+
+
 def test_report_states_definitions_and_commands(built, runs, synth_root):
     _, md = built
     assert "README.md#metrics" in md and "Pearson r" in md

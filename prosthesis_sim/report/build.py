@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..eval.report_section import eval_section, split_runs
-from ..plots import topomap_grid
+from ..plots import channel_time_maps, topomap_grid
 from .runs import BASELINE, CACHE, EEG_LOADER, Run, dataset_config, load_runs
 from .scoring import DatasetLoader, short_hash, evaluate_on_subject, sampler_cells
 from .sections import (ablation_section, cross_section, definitions, md_table, label_order, ridge_section,
@@ -32,13 +32,13 @@ def _dataset_section(root: str, group: list[Run], out: Path, seed: int | None, i
         if run.subject not in within.setdefault(BASELINE, {}):  # every run holds the floor; one per subject
             within[BASELINE][run.subject] = run.metrics[BASELINE]
             origin[(BASELINE, run.subject)] = run.path
-        ceilings[run.subject] = run.metrics["noise_ceiling"]["noise_ceiling"]
+        ceilings[run.subject] = run.metrics["noise_ceiling"]
     within_rows = [{"dataset": root, "encoder": label, "subject": s, "run": str(origin[(label, s)]), **m,
-                    "noise_ceiling": ceilings[s]} for label in label_order(within) for s, m in within[label].items()]
+                    "noise_ceiling": ceilings[s]["noise_ceiling"]} for label in label_order(within) for s, m in within[label].items()]
     run_rows = [[f"`{r.path}`", r.label, r.subject, f"{r.metrics['train_s']:.1f}", f"`{r.command}`"] for r in group]
 
     cross: dict[str, dict[tuple[str, str], dict]] = {label: {} for label in sources}
-    figures = []
+    figures, r_figures = [], []
     sweeps: dict[Run, dict] = {}
     loader = DatasetLoader()
     for target in subjects:
@@ -62,6 +62,13 @@ def _dataset_section(root: str, group: list[Run], out: Path, seed: int | None, i
                            title=f"{target}: mean over images, 100 ms windows")
         figures.append(f"topomaps_{tag}{target}.png")
         fig.savefig(out / figures[-1], dpi=100)
+        maps = {"noise ceiling (split halves)": np.array(summary["ceiling_map"], dtype=float)}
+        maps.update({r.label: np.array(results[r]["r_map"]) for r in group
+                     if r.subject == target and results[r].get("r_map") is not None})
+        fig = channel_time_maps(maps, np.array(summary["times"]),
+                                title=f"{target}: Pearson r across test images, per channel and time point")
+        r_figures.append(f"across_image_r_{tag}{target}.png")
+        fig.savefig(out / r_figures[-1], dpi=100)
 
     n_test = group[0].metrics["dataset"]["n_test"]
     ablation_lines, ablation_rows = ablation_section(group, root)
@@ -85,6 +92,13 @@ def _dataset_section(root: str, group: list[Run], out: Path, seed: int | None, i
               "train; columns are 100 ms windows from stimulus onset. Each row has its own colour scale, "
               "symmetric about 0, in the data files' units: read the colour bars before comparing amplitudes."]
     lines += [f"\n![{name[:-4]}]({name})" for name in figures]
+    lines += ["", "### Across-image r", "",
+              "Per channel and time point, Pearson r across the test images between each encoder's generated signal "
+              "and the measured test average (z-scored): the evoked response every image shares cancels, so this "
+              "shows where and when a model follows the images. The top row is the split-half noise ceiling "
+              "(Spearman-Brown corrected, equal halves), what a noise-free model could reach; metrics.json keeps "
+              "the means (`r_across_images`, `r_across_images_fraction` = mean r / mean ceiling)."]
+    lines += [f"\n![{name[:-4]}]({name})" for name in r_figures]
     return lines, {"within": within_rows, "cross": cross_rows, "ablation": ablation_rows, "samplers": sampler_rows,
                    "runs": run_rows}
 

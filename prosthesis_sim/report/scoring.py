@@ -12,7 +12,10 @@ import mne
 from ..checkpoint import atomic_write_text, load_component
 from ..data.things_eeg2 import subject_dir_name
 from ..evaluate import evaluate_encoder, load_test_images, takes_cache_dir
+from ..metrics import across_image_ceiling, across_image_r
 from .runs import CACHE, Run, load_dataset
+
+CACHE_VERSION = 2  # what a cached evaluation holds: 2 adds the across-image r maps and its ceiling
 
 # --- evaluating saved encoders (cached) --------------------------------------------------------------
 
@@ -57,7 +60,10 @@ def _score(run: Run, data, images, seed: int | None) -> dict:
     encoder = _Recording(load_component(run.path / "encoder", data))
     metrics = evaluate_encoder(encoder, data, images, seed=seed)
     own = data.subject == run.subject
-    return {"metrics": metrics, "generated_mean": encoder.generated.mean(axis=0).tolist() if own else None}
+    norm = data.normalizer
+    r_map = across_image_r(norm(encoder.generated), norm(data.test_average())) if own else None
+    return {"metrics": metrics, "generated_mean": encoder.generated.mean(axis=0).tolist() if own else None,
+            "r_map": None if r_map is None else r_map.tolist()}
 
 
 def _data_files(cfg: dict) -> list:
@@ -95,7 +101,7 @@ def evaluate_on_subject(cfg: dict, runs: list[Run], out: Path, seed: int | None,
     """
     loader = loader or DatasetLoader()
     sub = subject_dir_name(cfg["subject"])
-    target = {"dataset": cfg, "files": _data_files(cfg)}
+    target = {"dataset": cfg, "files": _data_files(cfg), "version": CACHE_VERSION}
     stem = f"data-{short_hash(json.dumps(cfg, sort_keys=True, default=str))}-{sub}"
     summary_job = (out / CACHE / f"{stem}.json", target)
     info_path = out / CACHE / f"{stem}-info.fif"
@@ -114,7 +120,8 @@ def evaluate_on_subject(cfg: dict, runs: list[Run], out: Path, seed: int | None,
             summary = _write_cached(*summary_job, {
                 "ch_names": data.ch_names, "sfreq": data.sfreq, "times": data.times.tolist(),
                 "train_average": data.train_average().mean(axis=0).tolist(),
-                "test_average": data.test_average().mean(axis=0).tolist()})
+                "test_average": data.test_average().mean(axis=0).tolist(),
+                "ceiling_map": across_image_ceiling(data.normalizer(data.test_repetitions())).tolist()})
         for run in missing:
             results[run] = _write_cached(*jobs[run], _score(run, data, images, seed))
     return summary, mne.io.read_info(info_path, verbose="error"), results

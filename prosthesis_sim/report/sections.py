@@ -20,8 +20,13 @@ METRICS = {  # metrics.json key -> table title, in the order of the report
     "top1": "top-1 identification",
     "top5": "top-5 identification",
     "pcc_fraction_of_ceiling": "PCC as a fraction of the noise ceiling",
+    "r_across_images": "Pearson r across images, mean over channels x time",
+    "r_across_images_fraction": "across-image r as a fraction of its noise ceiling",
+    "top1_centered": "top-1 identification, training-average response removed",
+    "top5_centered": "top-5 identification, training-average response removed",
 }
-COMPARED = ("mse", "pcc", "pcc_channel", "top1", "top5")  # pcc/ceiling orders encoders as pcc does
+# pcc/ceiling orders encoders as pcc does; runs from before a metric existed have no value for it
+COMPARED = ("mse", "pcc", "pcc_channel", "top1", "top5", "r_across_images", "top1_centered")
 CROSS = ("mse", "pcc")
 RIDGE = "ridge"
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -53,21 +58,26 @@ def label_order(labels) -> list[str]:
     return [x for x in (BASELINE, RIDGE) if x in labels] + [x for x in labels if x not in (BASELINE, RIDGE)]
 
 
-def within_section(within: dict[str, dict[str, dict]], ceilings: dict[str, float], subjects: list[str],
+CEILINGS = {"pcc": "noise_ceiling", "r_across_images": "r_across_images_ceiling"}  # metric -> its ceiling's key
+
+
+def within_section(within: dict[str, dict[str, dict]], ceilings: dict[str, dict], subjects: list[str],
                     n_test: int) -> list[str]:
     """The paper's layout: one table per metric, rows = encoders, columns = subjects + average."""
     lines = ["### Within-subject", "",
              "Each encoder is trained and tested on the same subject; values from each run's metrics.json; "
              "`average` is the unweighted mean over the subjects with a value."]
     chance = {"top1": f" (chance {1 / n_test:.3f})", "top5": f" (chance {min(5, n_test) / n_test:.3f})"}
+    chance.update({f"{k}_centered": v for k, v in chance.items()})
     for key, title in METRICS.items():
         rows = []
         for label in label_order(within):
             vals = [within[label].get(s, {}).get(key) for s in subjects]
             rows.append([label, *map(_num, vals), _num(_mean(vals))])
-        if key == "pcc":
-            vals = [ceilings.get(s) for s in subjects]
-            rows.append(["noise ceiling", *map(_num, vals), _num(_mean(vals))])
+        if key in CEILINGS:
+            vals = [ceilings.get(s, {}).get(CEILINGS[key]) for s in subjects]
+            if any(v is not None for v in vals):
+                rows.append(["noise ceiling", *map(_num, vals), _num(_mean(vals))])
         lines += ["", f"#### {title}{chance.get(key, '')}", "", md_table(["encoder", *subjects, "average"], rows)]
     if any(len(v) < len(subjects) for v in within.values()):
         lines += ["", "— : no run of that encoder on that subject."]
@@ -86,8 +96,10 @@ def ridge_section(within: dict[str, dict[str, dict]]) -> list[str]:
             continue
         worse = []
         for key in COMPARED:
-            mine = _mean(within[label][s][key] for s in common)
-            ridge = _mean(within[RIDGE][s][key] for s in common)
+            mine = _mean(within[label][s].get(key) for s in common)
+            ridge = _mean(within[RIDGE][s].get(key) for s in common)
+            if mine is None or ridge is None:
+                continue
             if not (mine < ridge if key == "mse" else mine > ridge):
                 worse.append(f"{key} ({mine:.3f} vs {ridge:.3f})")
         verdict = f"does not beat ridge on {', '.join(worse)}" if worse else "beats ridge on every metric"
@@ -110,7 +122,7 @@ def cross_section(label: str, subjects: list[str], scores: dict[tuple[str, str],
         lines += [f"{METRICS[key]}; cross-subject mean {m[off].mean():.3f}, within-subject (diagonal) "
                   f"mean {np.diag(m).mean():.3f}", "",
                   md_table(["trained on \\ tested on", *subjects, "mean", "std"], rows), ""]
-    gap = max(abs(scores[(s, s)][k] - within[s][k]) for s in subjects for k in COMPARED)
+    gap = max(abs(scores[(s, s)][k] - within[s][k]) for s in subjects for k in COMPARED if k in within[s])
     check = "reproduces" if gap < 1e-6 else "**does not reproduce**"
     lines.append(f"The diagonal {check} the runs' metrics.json (largest difference {gap:.2g}).")
     return lines
