@@ -130,6 +130,7 @@ class DiffusionEncoder:
         seed: int = 0,
         device: str = "auto",
         fp16: bool = True,
+        mean_model=None,
     ):
         if sampler not in SAMPLERS:
             raise ValueError(f"encoder.sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
@@ -158,6 +159,13 @@ class DiffusionEncoder:
         self.amp = fp16 and self.device.type == "cuda"
         self.model: torch.nn.Module | None = None
         self.history: list[float] = []
+        # Regression plus diffusion (CorrDiff, Mardani et al. 2024): a deterministic model of the
+        # conditional mean (e.g. encoders.ridge.RidgeEncoder, fitted first on the same data) and
+        # diffusion on what it leaves, scaled to unit variance. The mean is never worse than the
+        # regression's; the diffusion adds what regression cannot (trial variability, non-linear
+        # structure). None: diffusion on the signal itself.
+        self.mean_model = mean_model
+        self.residual_scale = 1.0
 
     # -- conditioning -------------------------------------------------------------------------------
     def _cond(self, feats) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,9 +202,12 @@ class DiffusionEncoder:
     def _fit(self, data, ctx: distributed.Context) -> None:
         cfg = self.train_cfg
         torch.manual_seed(self.seed)
+        if self.mean_model is not None:
+            self.mean_model.fit(data)  # first: what it reads decides whether tokens are loaded
         with ctx.main_first():  # one process fills the feature cache, the others read it
             feats = cached_features(self.features, data.train_images, data.cache_dir,
-                                    tokens=self.inputs == "tokens", progress=ctx.main)
+                                    tokens=self._needs_tokens(), progress=ctx.main)
+        mean_z = self._mean_of(feats) if self.mean_model is not None else None
         # Cached features are memory-mapped; only what the conditioning uses is read into memory, and
         # token arrays over STREAM_TOKENS_BYTES not even that: they are read per batch.
         raw = feats.tokens if self.inputs == "tokens" else np.zeros((len(feats), 1, 1), np.float32)
@@ -208,7 +219,14 @@ class DiffusionEncoder:
         self.pooled_mean, self.pooled_std = feats.pooled.mean(0), feats.pooled.std(0) + 1e-6
         self.norm = data.normalizer
         n_img, n_rep, n_ch, n_t = data.train.shape
-        y = torch.as_tensor(self.norm(data.train).reshape(n_img * n_rep, n_ch, n_t), device=self.device)
+        target = self.norm(data.train)
+        if mean_z is not None:
+            target = target - mean_z[:, None]
+            self.residual_scale = float(target.std()) or 1.0
+            target = target / self.residual_scale
+            log.info("residual diffusion: %s leaves a residual of std %.3f (z units)",
+                     type(self.mean_model).__name__, self.residual_scale)
+        y = torch.as_tensor(target.reshape(n_img * n_rep, n_ch, n_t), device=self.device)
         if stream:
             pooled = self._tensor((feats.pooled - self.pooled_mean) / self.pooled_std)
             tokens_of = lambda img: self._read_tokens(raw, img)
@@ -390,7 +408,14 @@ class DiffusionEncoder:
             # all n samples of every image in one batch: one pass of the sampler, not n
             x = self._sample(tokens.repeat_interleave(n, 0), pooled.repeat_interleave(n, 0), gens)
             out.append(x.reshape(len(tokens), n, *x.shape[1:]).mean(1).float().cpu().numpy())
-        return self.norm.inverse(np.concatenate(out))
+        z = np.concatenate(out)
+        if self.mean_model is not None:
+            z = self._mean_of(feats) + self.residual_scale * z
+        return self.norm.inverse(z)
+
+    def _mean_of(self, feats) -> np.ndarray:
+        """The mean model's z-scored prediction (n, channels, times) for these features."""
+        return np.asarray(self.mean_model.predict(feats), dtype=np.float32)
 
     def _guided(self) -> bool:
         """Whether the sampler runs the unconditional pass: guidance 1 is the conditional model alone."""
@@ -432,9 +457,14 @@ class DiffusionEncoder:
         """Signals of images; see ``generate_from_features`` for the noise each image draws. With
         ``paths`` and ``cache_dir`` (a dataset's test images) the features are cached like the
         training features, so evaluating again does not run the extractor."""
-        feats = features_for_images(self.features, images, paths=paths, tokens=self.inputs == "tokens",
+        feats = features_for_images(self.features, images, paths=paths, tokens=self._needs_tokens(),
                                     cache_dir=cache_dir, progress=cache_dir is not None)
         return self.generate_from_features(feats, seed, keys)
+
+    def _needs_tokens(self) -> bool:
+        """Token sequences are computed when the denoiser or the mean model reads them."""
+        mean_tokens = getattr(self.mean_model, "_tokens", lambda: False)() if self.mean_model is not None else False
+        return self.inputs == "tokens" or bool(mean_tokens)
 
     # -- persistence --------------------------------------------------------------------------------
     def state(self):
@@ -443,6 +473,10 @@ class DiffusionEncoder:
         arrays.update(token_mean=self.token_mean, token_std=self.token_std,
                       pooled_mean=self.pooled_mean, pooled_std=self.pooled_std)
         meta = {"dims": self.dims, "final_loss": float(np.mean(self.history[-50:])) if self.history else None}
+        if self.mean_model is not None:
+            mean_arrays, mean_meta = self.mean_model.state()
+            arrays.update({f"mean_model.{k}": v for k, v in mean_arrays.items()})
+            meta.update(mean_model=mean_meta, residual_scale=self.residual_scale)
         if hasattr(self, "world_size"):  # how the last fit() ran: processes, and signals seen by the main one
             meta.update(train_processes=self.world_size, rank_samples=self.rank_samples)
         return arrays, meta
@@ -451,6 +485,12 @@ class DiffusionEncoder:
         self.norm = Normalizer.from_state_dict(arrays)
         for k in ("token_mean", "token_std", "pooled_mean", "pooled_std"):
             setattr(self, k, arrays[k])
+        if self.mean_model is not None:
+            if "mean_model" not in meta:
+                raise ValueError("this diffusion encoder has a mean_model, but the saved weights were fitted without one")
+            self.mean_model.load_state({k.removeprefix("mean_model."): v for k, v in arrays.items()
+                                        if k.startswith("mean_model.")}, meta["mean_model"])
+            self.residual_scale = float(meta["residual_scale"])
         self._build(**meta["dims"])
         self.model.load_state_dict(
             {k.removeprefix("model."): torch.as_tensor(v) for k, v in arrays.items() if k.startswith("model.")})

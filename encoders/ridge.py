@@ -82,9 +82,14 @@ class RidgeEncoder:
             self.inputs_used = resolve_inputs(self.inputs, feature_shapes(self.features).tokens.shape[1:])
         feats = features_for_images(self.features, images, paths=paths, tokens=self._tokens(), cache_dir=cache_dir,
                                     progress=cache_dir is not None)
+        return self.norm.inverse(self.predict(feats))
+
+    def predict(self, feats) -> np.ndarray:
+        """Features -> z-scored signals (n, channels, times): the regression alone, for models that
+        build on it (the diffusion encoder's residual mode)."""
         x = design_matrix(feats, self.inputs_used)
         z = ((x - self.x_mean) / self.x_std).astype(np.float32) @ self.coef + self.intercept
-        return self.norm.inverse(z.reshape(len(images), *self.shape))
+        return z.reshape(len(feats), *self.shape)
 
     def state(self):
         arrays = {"coef": self.coef, "intercept": self.intercept, "x_mean": self.x_mean, "x_std": self.x_std}

@@ -314,3 +314,23 @@ def test_dit_size_is_checked_with_a_message():
     # from the config: at construction, before any feature is computed
     with pytest.raises(Exception, match=r"encoder.denoiser.hidden=64 is not divisible by encoder.denoiser.heads=6"):
         instantiate(make("dit_paper", "encoder.denoiser.hidden=64"))
+
+
+def test_residual_diffusion_keeps_the_regression_mean(small_data, images, floor, tmp_path):
+    """CorrDiff-style: ridge plus diffusion on its residual is never far from ridge's mean, beats the
+    floor, and round-trips through save/load (ridge state included)."""
+    ridge = instantiate(make("ridge"))
+    ridge.fit(small_data)
+    ridge_scores = evaluate_encoder(ridge, small_data, images)
+    cfg = make("dit_residual", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "encoder.denoiser.heads=2",
+               "encoder.sampling_steps=4", "encoder.n_samples=4", "train.epochs=8", "train.batch_size=32")
+    enc = instantiate(cfg)
+    enc.fit(small_data)
+    assert 0 < enc.residual_scale < 1  # ridge explains part of the signal; the DiT models the rest
+    scores = evaluate_encoder(enc, small_data, images)
+    assert scores["mse"] < floor[1]["mse"] and scores["top1"] > floor[1]["top1"]
+    # the mean is ridge's plus averaged residual samples: close to ridge, not a fresh guess
+    assert scores["mse"] < ridge_scores["mse"] + 0.1 and scores["r_across_images"] > 0.5 * ridge_scores["r_across_images"]
+    save_component(enc, tmp_path / "res", cfg)
+    again = load_component(tmp_path / "res")
+    np.testing.assert_allclose(again.generate(images[:2], seed=1), enc.generate(images[:2], seed=1), atol=1e-5)
