@@ -1,9 +1,12 @@
 """Command-line apps (Hydra): psim-synth, psim-train, psim-loop, psim-demo, psim-report, psim-eval.
 
-Configs ship inside the install (package ``configs``), so the commands work from any folder.
+Configs ship inside the install (package ``configs``), so the commands work from any folder. Every
+command goes through ``command``: its config is validated before anything loads (``validate.py``) and
+its errors through one layer (``errors.py``): a known error is one line and a non-zero exit.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -13,10 +16,29 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import atomic_write_text
+from .errors import exit_if_known, run_cli
 from .pipeline import format_summary, format_table, run_configured_loop, train_and_evaluate
+from .validate import validate
 
 CONFIGS = "pkg://configs"
 log = logging.getLogger("prosthesis_sim")
+
+
+def command(config_name: str):
+    """``psim-<config_name>``: a Hydra app whose config is validated first, run through the error layer."""
+    def wrap(task):
+        @functools.wraps(task)
+        def checked(cfg: DictConfig):
+            try:
+                validate(cfg, config_name)
+                return task(cfg)
+            except Exception as exc:  # reported here, before Hydra adds its own "Error executing job" line
+                exit_if_known(f"psim-{config_name}", exc)
+                raise
+
+        main = hydra.main(version_base="1.3", config_path=CONFIGS, config_name=config_name)(checked)
+        return functools.wraps(task)(lambda: run_cli(f"psim-{config_name}", main))
+    return wrap
 
 
 def _synth(cfg: DictConfig) -> Path:
@@ -26,13 +48,13 @@ def _synth(cfg: DictConfig) -> Path:
     return synthesize(**args)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="synth")
+@command("synth")
 def synth(cfg: DictConfig) -> None:
     out = _synth(cfg)
     print(f"synthetic dataset ({cfg.get('modality', 'eeg')}, THINGS format) written to {out}")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
+@command("train")
 def train(cfg: DictConfig) -> None:
     result = train_and_evaluate(cfg, cfg.out)
     if not result:  # a non-main torchrun process: the main one reports
@@ -46,14 +68,14 @@ def train(cfg: DictConfig) -> None:
     print(f"metrics: {Path(cfg.out) / 'metrics.json'}   encoder: {Path(cfg.out) / 'encoder'}")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="loop")
+@command("loop")
 def loop(cfg: DictConfig) -> None:
     summary = run_configured_loop(cfg)
     print(format_summary(summary))
-    print(f"outputs: {Path(cfg.out)}/summary.json, frames.jsonl, panels.mp4")
+    print(f"outputs: {Path(cfg.out)}/summary.json, frames.jsonl" + (", panels.mp4" if cfg.loop.video else ""))
 
 
-@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="demo")
+@command("demo")
 def demo(cfg: DictConfig) -> None:
     """Synthesise the default dataset (once), fit the default models (cached), run the loop."""
     start = time.perf_counter()
@@ -71,14 +93,14 @@ def demo(cfg: DictConfig) -> None:
           f"and the video {Path(cfg.out) / 'panels.mp4'}")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="report")
+@command("report")
 def report(cfg: DictConfig) -> None:
     from .report import report_main
 
     report_main(cfg)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="eval")
+@command("eval")
 def evaluate(cfg: DictConfig) -> None:
     """Every encoder x decoder x phosphene model on the test split: results.csv, results.md, percepts.png."""
     from .eval import run_eval

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,10 @@ import numpy as np
 import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
+
+from .errors import ComponentError, root_cause
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,18 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -86,23 +96,70 @@ def save_component(obj, directory: str | Path, cfg, epoch=None) -> Path:
     return directory
 
 
+def _weights_metadata(path: Path) -> dict:
+    """The safetensors metadata of ``path``; a damaged file is named, with what to do about it."""
+    try:
+        with safe_open(path, framework="np") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise ComponentError(f"{path}: not a complete safetensors file ({err}); it is truncated or damaged: "
+                             "save it again, or delete it (a fit cache entry is then fitted again)") from err
+
+
 def saved_epoch(directory: str | Path):
     """The ``Epoch`` a saved component was fitted on; None for components saved without one."""
     from .data.dataset import Epoch
 
-    with safe_open(Path(directory) / WEIGHTS, framework="np") as f:
-        text = (f.metadata() or {}).get("epoch")
+    text = _weights_metadata(Path(directory) / WEIGHTS).get("epoch")
     return Epoch(**json.loads(text)) if text else None
 
 
+def _mismatch(err: RuntimeError, directory: Path) -> str | None:
+    """torch's 'Error(s) in loading state_dict' (one line per tensor) as one sentence."""
+    text = str(err)
+    if "Error(s) in loading state_dict" not in text:
+        return None
+    sizes = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("size mismatch for")]
+    parts = [f"{len(sizes)} tensors differ in shape" if sizes else "",
+             "some tensors are missing" if "Missing key(s)" in text else "",
+             "some tensors are unexpected" if "Unexpected key(s)" in text else ""]
+    first = ""
+    if sizes:
+        m = re.search(r"for (\S+): .*?Size\((\[.*?\])\).*?Size\((\[.*?\])\)", sizes[0])
+        first = f" (first: {m[1]} saved {m[2]}, config builds {m[3]})" if m else f" ({sizes[0]})"
+    return (f"{directory}: {CONFIG} does not build the model saved in {WEIGHTS}: "
+            + ", ".join(p for p in parts if p) + first
+            + ". The config was edited or the two files come from different runs; keep them together as saved")
+
+
 def _load_state_into(obj, directory: Path):
-    with safe_open(directory / WEIGHTS, framework="np") as f:
-        meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+    meta = json.loads(_weights_metadata(directory / WEIGHTS).get("meta", "{}"))
     try:
-        obj.load_state(load_file(directory / WEIGHTS), meta)
+        arrays = load_file(directory / WEIGHTS)
+    except (SafetensorError, OSError) as err:
+        raise ComponentError(f"{directory / WEIGHTS}: cannot read the arrays ({err}); the file is truncated or "
+                             "damaged: save it again, or delete it") from err
+    try:
+        obj.load_state(arrays, meta)
     except KeyError as err:
-        raise ValueError(f"{directory / WEIGHTS}: missing entry {err} for {type(obj).__name__}") from err
+        raise ComponentError(f"{directory / WEIGHTS}: missing entry {err} for {type(obj).__name__}") from err
+    except RuntimeError as err:
+        message = _mismatch(err, directory)
+        if message is None:
+            raise
+        raise ComponentError(message) from err
     return obj
+
+
+def check_component_dir(directory: str | Path, key: str) -> Path:
+    """A saved component folder (config.yaml and weights.safetensors), named by its config ``key``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ComponentError(f"{key}={directory}: no such folder (expected a saved component: {CONFIG} and {WEIGHTS})")
+    for name in (CONFIG, WEIGHTS):
+        if not (directory / name).is_file():
+            raise ComponentError(f"{key}={directory}: {name} is missing (a saved component holds {CONFIG} and {WEIGHTS})")
+    return directory
 
 
 def load_component(directory: str | Path, data=None):
@@ -119,7 +176,13 @@ def load_component(directory: str | Path, data=None):
         fitted = saved_epoch(directory)
         if fitted is not None:
             fitted.check(data.epoch, str(directory), f"{data.description} {data.subject}")
-    return _load_state_into(instantiate(OmegaConf.load(directory / CONFIG)), directory)
+    try:
+        obj = instantiate(OmegaConf.load(directory / CONFIG))
+    except Exception as err:  # YAML, import and constructor errors, wrapped by Hydra
+        cause = root_cause(err)
+        text = " ".join(ln.strip() for ln in str(cause).splitlines() if ln.strip()) or type(cause).__name__
+        raise ComponentError(f"{directory / CONFIG}: cannot build the component it describes: {text}") from err
+    return _load_state_into(obj, directory)
 
 
 def config_hash(cfg, *extra: str) -> str:

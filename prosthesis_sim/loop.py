@@ -7,6 +7,12 @@ Three paths are scored against every frame, at the percept's resolution:
 Latency is reported per stage; ``loop`` is encode + decode + phosphene (what a device would run),
 ``evaluate`` is the floor and ceiling paths and the scores, and ``total`` is everything.
 The normalised loop score is (path - floor) / (ceiling - floor), computed from the mean scores.
+
+A run never loses its outputs and never destroys an earlier run's: frames.jsonl and panels.mp4 are
+streamed to hidden temporary names in ``out`` and moved into place, with summary.json written last,
+once the run has processed at least one frame, however it ends (source ended, ``max_frames``,
+SIGINT/SIGTERM, a source failing mid-run, a stage raising). A run that processes no frame leaves
+the folder as it was. The summary is accumulated frame by frame in fixed memory.
 """
 from __future__ import annotations
 
@@ -14,7 +20,10 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -23,9 +32,10 @@ from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write_text
 from .data.dataset import Normalizer
+from .errors import PsimError, SourceError
 from .render import PanelRenderer
 from .scores import image_scores, normalised_score, to_grey
-from .sources import FrameGrabber
+from .sources import FrameGrabber, check_frame
 
 log = logging.getLogger(__name__)
 
@@ -79,70 +89,271 @@ def has_display() -> bool:
     return re.search(r"GUI:\s+NONE", cv2.getBuildInformation()) is None
 
 
-def summarise(records: list[dict], wall_s: float, dropped: int) -> dict:
-    lat = {s: float(np.median([r["latency"][f"{s}_ms"] for r in records])) for s in STAGES}
-    lat["loop"] = float(np.median([sum(r["latency"][f"{s}_ms"] for s in STAGES[:3]) for r in records]))
-    means = {k: float(np.mean([r["scores"][k] for r in records])) for k in records[0]["scores"]}
-    normalised = {
-        k: normalised_score(means[f"path_{k}"], means[f"floor_{k}"], means[f"ceiling_{k}"]) for k in SCORES
-    }
-    return {
-        "frames": len(records),
-        "dropped_frames": dropped,
-        "wall_s": wall_s,
-        "fps": len(records) / wall_s if wall_s > 0 else float("nan"),
-        "median_latency_ms": {**lat, "total": float(np.median([sum(r["latency"].values()) for r in records]))},
-        "mean_scores": {
-            name: {k: means[f"{name}_{k}"] for k in SCORES} for name in ("path", "floor", "ceiling")
-        },
-        "normalised_score": normalised,
-    }
-
-
-def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, display: bool | str = "auto",
-             max_frames: int | None = None, queue_size: int = 2, realtime: bool = True,
-             write_video: bool = True) -> dict:
-    """Run until the source ends (or ``max_frames``); write frames.jsonl, summary.json and panels.mp4."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def resolve_display(display: bool | str) -> bool:
+    """loop.display (auto, true, false) -> whether to show a window; true without one is an error."""
     show = has_display() if display == "auto" else bool(display)
     if show and not has_display():
-        raise RuntimeError("loop.display=true but no display is available (or OpenCV was built without GUI: "
-                           "install opencv-python instead of opencv-python-headless)")
-    grabber = FrameGrabber(source, queue_size=queue_size, realtime=realtime).start()
-    writer, records = None, []
-    fps_out = getattr(source, "fps", None) or 10.0
-    start = time.perf_counter()
+        raise PsimError("loop.display=true but no display is available (DISPLAY is unset, or OpenCV was built "
+                        "without GUI: install opencv-python instead of opencv-python-headless), or use "
+                        "loop.display=false")
+    return show
+
+
+class Quantiles:
+    """Quantiles of a stream of positive values (ms) in fixed memory: counts on log-spaced bins.
+
+    Bins are 0.5 % wide from 1 us to 1000 s, so a median is exact to 0.25 % however long the run.
+    """
+
+    EDGES = np.geomspace(1e-3, 1e6, 4001)
+
+    def __init__(self):
+        self.counts = np.zeros(len(self.EDGES) + 1, np.int64)
+
+    def add(self, value: float) -> None:
+        self.counts[np.searchsorted(self.EDGES, value)] += 1
+
+    def quantile(self, q: float) -> float:
+        n = int(self.counts.sum())
+        if n == 0:
+            return float("nan")
+        i = int(np.searchsorted(np.cumsum(self.counts), max(1, np.ceil(q * n))))
+        if i == 0:
+            return 0.0
+        if i == len(self.EDGES):
+            return float(self.EDGES[-1])
+        return float(np.sqrt(self.EDGES[i - 1] * self.EDGES[i]))
+
+
+class RunningSummary:
+    """What summary.json reports, accumulated one frame at a time (no per-frame list is kept)."""
+
+    def __init__(self):
+        self.frames = 0
+        self.constant_frames = 0
+        self.sums: dict[str, float] = {}
+        self.latency = {s: Quantiles() for s in (*STAGES, "loop", "total")}
+
+    def add(self, record: dict, constant_frame: bool) -> None:
+        self.frames += 1
+        self.constant_frames += bool(constant_frame)
+        for k, v in record["scores"].items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        lat = record["latency"]
+        for s in STAGES:
+            self.latency[s].add(lat[f"{s}_ms"])
+        self.latency["loop"].add(sum(lat[f"{s}_ms"] for s in STAGES[:3]))
+        self.latency["total"].add(sum(lat.values()))
+
+    def result(self, wall_s: float, **extra) -> dict:
+        means = {k: v / self.frames for k, v in self.sums.items()}
+        normalised, undefined = {}, {}
+        for k in SCORES:
+            value = normalised_score(means[f"path_{k}"], means[f"floor_{k}"], means[f"ceiling_{k}"])
+            normalised[k] = None if np.isnan(value) else value
+            if normalised[k] is None:
+                undefined[k] = ("the ceiling's mean equals the floor's" + (
+                    f" ({self.constant_frames} of {self.frames} frames are uniform: no pattern to correlate, "
+                    "r is 0 by definition)" if self.constant_frames else ""))
+        out = {
+            "frames": self.frames,
+            "wall_s": wall_s,
+            "fps": self.frames / wall_s if wall_s > 0 else None,
+            "median_latency_ms": {s: q.quantile(0.5) for s, q in self.latency.items()},
+            "mean_scores": {name: {k: means[f"{name}_{k}"] for k in SCORES} for name in ("path", "floor", "ceiling")},
+            "normalised_score": normalised,
+            "constant_frames": self.constant_frames,
+            **extra,
+        }
+        if undefined:
+            out["normalised_score_undefined"] = undefined
+        return out
+
+
+class RunOutputs:
+    """frames.jsonl and panels.mp4 streamed to hidden temporary names in ``out``, moved into place by
+    ``commit`` (summary.json last); ``discard`` removes them, leaving an earlier run's files untouched."""
+
+    FILES = ("frames.jsonl", "panels.mp4")
+
+    def __init__(self, out: Path, video: bool, fps: float):
+        self.out, self.video, self.fps = out, video, fps
+        self.tmp = {name: out / f".{Path(name).stem}.partial{Path(name).suffix}" for name in self.FILES}
+        self.jsonl = open(self.tmp["frames.jsonl"], "w", buffering=1)  # line-buffered: whole lines on disk
+        self.writer = None
+
+    def write(self, record: dict, panel: np.ndarray | None) -> None:
+        self.jsonl.write(json.dumps(record) + "\n")
+        if panel is not None:
+            if self.writer is None:
+                h, w = panel.shape[:2]
+                self.writer = cv2.VideoWriter(str(self.tmp["panels.mp4"]), cv2.VideoWriter_fourcc(*"mp4v"),
+                                              self.fps, (w, h))
+                if not self.writer.isOpened():
+                    raise PsimError(f"{self.tmp['panels.mp4']}: OpenCV cannot write an mp4v video here "
+                                    "(loop.video=false turns the video off)")
+            self.writer.write(panel)
+
+    def _close(self) -> None:
+        if not self.jsonl.closed:
+            self.jsonl.close()
+        if self.writer is not None:
+            self.writer.release()  # writes the mp4 index (moov atom): without it no player opens the file
+            self.writer = None
+
+    def commit(self, summary: dict) -> None:
+        self._close()
+        if self.video:
+            os.replace(self.tmp["panels.mp4"], self.out / "panels.mp4")
+        elif (self.out / "panels.mp4").exists():  # an earlier run's video would contradict this run's summary
+            log.info("removing %s of an earlier run (loop.video=false)", self.out / "panels.mp4")
+            (self.out / "panels.mp4").unlink()
+        os.replace(self.tmp["frames.jsonl"], self.out / "frames.jsonl")
+        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+
+    def discard(self) -> None:
+        self._close()
+        for path in self.tmp.values():
+            path.unlink(missing_ok=True)
+
+
+class _ForcedStop(Exception):
+    """A second SIGINT/SIGTERM while a frame is in progress: stop now instead of after the frame."""
+
+
+@contextmanager
+def graceful_signals(on_stop):
+    """While active, the first SIGINT/SIGTERM calls ``on_stop(name)``, so the loop ends after the current
+    frame; a second one raises ``_ForcedStop`` when ``state["armed"]`` (set around the long calls: waiting
+    for a frame, a loop step). Off the main thread signals are left alone and the state is None."""
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    state = {"signal": None, "armed": False}
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if state["signal"] is None:
+            state["signal"] = name
+            on_stop(name)
+        elif state["armed"]:
+            state["armed"] = False
+            raise _ForcedStop(name)
+
+    # a signal ignored by whoever started us (SIGINT in a script's background job) stays ignored
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
-        with open(out / "frames.jsonl", "w") as jl:
-            for index, captured_at, frame in tqdm(grabber, desc="loop", unit="frame", total=max_frames, leave=False,
-                                                   disable=None):
-                res = loop.step(frame)
-                rec = {"frame": index, "queue_ms": 1000 * (time.perf_counter() - captured_at) - sum(res["latency"].values()),
-                       "latency": res["latency"], "scores": res["scores"]}
-                records.append(rec)
-                jl.write(json.dumps(rec) + "\n")
-                panel = renderer.compose(frame, loop.norm(res["signal"][None])[0], res["decoded"], res["percept"],
-                                         res["scores"])
-                if write_video:
-                    if writer is None:
-                        h, w = panel.shape[:2]
-                        writer = cv2.VideoWriter(str(out / "panels.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps_out, (w, h))
-                    writer.write(panel)
-                if show:
-                    cv2.imshow("prosthesis-sim", panel)
-                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                        break
-                if max_frames is not None and len(records) >= max_frames:
-                    break
+        yield state
     finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, display: bool | str = False,
+             max_frames: int | None = None, queue_size: int = 2, realtime: bool = False,
+             write_video: bool = True) -> dict:
+    """Run until the source ends, ``max_frames``, q/Esc in the window, or SIGINT/SIGTERM; write
+    frames.jsonl, panels.mp4 and summary.json (see the module docstring) and return the summary.
+
+    A source that fails after some frames ends the run like the end of the source (the summary and the
+    terminal say why); a stage that raises ends it too, after the outputs of the frames done are written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    show = resolve_display(display)
+    grabber = FrameGrabber(source, queue_size=queue_size, realtime=realtime)
+    files = RunOutputs(out, write_video, getattr(source, "fps", None) or 10.0)
+    acc = RunningSummary()
+
+    def on_stop(name):
+        log.warning("%s: finishing the current frame and writing the outputs (%s again stops at once)", name, name)
+        grabber.request_stop()
+
+    start, finishing = time.perf_counter(), False
+    try:
+        with graceful_signals(on_stop) as sig:
+            stopped = _process(loop, grabber, renderer, files, acc, sig, show, max_frames, write_video, source)
+            grabber.stop()
+            finishing = True
+            return _finish(acc, files, grabber, stopped, time.perf_counter() - start, realtime)
+    except BaseException as err:
         grabber.stop()
-        if writer is not None:
-            writer.release()
+        if acc.frames and not finishing:  # keep what was done, then report the error
+            _finish(acc, files, grabber, f"error: {type(err).__name__}: {err}", time.perf_counter() - start, realtime)
+            log.warning("the loop failed after %d frames; their outputs are in %s", acc.frames, out)
+        else:
+            files.discard()
+        raise
+    finally:
         if show:
             cv2.destroyAllWindows()
-    if not records:
-        raise RuntimeError("the frame source produced no frames")
-    summary = summarise(records, time.perf_counter() - start, grabber.dropped)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+
+
+def _process(loop, grabber, renderer, files, acc, sig, show, max_frames, write_video, source) -> str:
+    """The frame loop; returns why it stopped."""
+    grabber.start()
+    frames = iter(grabber)
+    sig = sig if sig is not None else {"signal": None, "armed": False}
+    with tqdm(desc="loop", unit="frame", total=max_frames, leave=False, disable=None) as bar:
+        while True:
+            try:
+                sig["armed"] = True
+                try:
+                    index, captured_at, frame = next(frames)
+                except StopIteration:
+                    return sig["signal"] or "source ended"
+                except Exception as err:
+                    if acc.frames == 0:
+                        raise SourceError(f"{_describe_source(source)}: {err}") from err
+                    log.warning("%s failed after %d frames: %s; finishing the outputs", _describe_source(source),
+                                acc.frames, err)
+                    return f"source failed after {acc.frames} frames: {err}"
+                check_frame(frame, f"frame {index} of {_describe_source(source)}")
+                res = loop.step(frame)
+            except _ForcedStop as err:
+                return f"{err} (a second signal: the frame in progress was dropped)"
+            finally:
+                sig["armed"] = False
+            queue_ms = 1000 * (time.perf_counter() - captured_at) - sum(res["latency"].values())
+            rec = {"frame": index, "queue_ms": queue_ms, "latency": res["latency"], "scores": res["scores"]}
+            panel = None
+            if write_video or show:
+                panel = renderer.compose(frame, loop.norm(res["signal"][None])[0], res["decoded"], res["percept"],
+                                         res["scores"])
+            files.write(rec, panel if write_video else None)
+            acc.add(rec, constant_frame=int(frame.min()) == int(frame.max()))
+            bar.update()
+            if show:
+                cv2.imshow("prosthesis-sim", panel)
+                if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                    return "key pressed in the window"
+            if sig["signal"]:
+                return sig["signal"]
+            if max_frames is not None and acc.frames >= max_frames:
+                return "max_frames"
+
+
+def _describe_source(source) -> str:
+    for attr, key in (("path", "source.path"), ("folder", "source.folder"), ("index", "source.index")):
+        if hasattr(source, attr):
+            return f"{key}={getattr(source, attr)}"
+    return f"source {type(source).__name__}"
+
+
+def _finish(acc: RunningSummary, files: RunOutputs, grabber: FrameGrabber, stopped: str, wall_s: float,
+            realtime: bool) -> dict:
+    """Write the outputs of the frames processed so far and say how the run ended and what it dropped."""
+    if acc.frames == 0:
+        files.discard()
+        if stopped == "source ended":
+            raise SourceError(f"{_describe_source(grabber.source)} produced no frames")
+        raise PsimError(f"the loop stopped ({stopped}) before its first frame: nothing written, earlier outputs kept")
+    summary = acc.result(wall_s, captured_frames=grabber.captured, dropped_frames=grabber.dropped,
+                         dropped_reason=grabber.drop_reason, stopped=stopped, realtime=bool(realtime))
+    files.commit(summary)
+    if grabber.dropped:
+        log.warning("dropped %d of %d frames: %s", grabber.dropped, grabber.captured, grabber.drop_reason)
+    for k, why in summary.get("normalised_score_undefined", {}).items():
+        log.warning("normalised %s score undefined: %s", k, why)
     return summary

@@ -10,10 +10,13 @@ import numpy as np
 from hydra.utils import instantiate
 
 from . import distributed
-from .checkpoint import atomic_write_text, fit_cached, load_component, save_component, to_container
-from .evaluate import evaluate_encoder, noise_ceiling, load_test_images, with_ceiling
-from .loop import ClosedLoop, run_loop
+from .checkpoint import atomic_write_text, check_component_dir, fit_cached, load_component, save_component, to_container
+from .errors import ComponentError
+from .evaluate import evaluate_encoder, load_test_images, noise_ceiling, with_ceiling
+from .loop import ClosedLoop, resolve_display, run_loop
 from .render import PanelRenderer
+from .sources import open_source
+from .validate import check_output_folder, validate
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def build_loop(cfg) -> tuple[ClosedLoop, PanelRenderer]:
         encoder = load_component(cfg.encoder_dir, data)
         shape = encoder.generate([np.zeros((32, 32, 3), np.uint8)]).shape[1:]
         if shape != data.signal_shape:
-            raise ValueError(f"encoder_dir={cfg.encoder_dir} generates signals of shape {shape}, but dataset "
+            raise ComponentError(f"encoder_dir={cfg.encoder_dir} generates signals of shape {shape}, but dataset "
                              f"{cfg.dataset.root} ({data.subject}) has {data.signal_shape}: decoder and scores "
                              "need the encoder's montage and epoch")
     else:
@@ -97,19 +100,37 @@ def stage_name(cfg, group: str) -> str:
 
 
 def run_configured_loop(cfg) -> dict:
+    """psim-loop: check the config, the source, the output folder and the display, then load the models
+    (the slow part) and run the loop."""
+    validate(cfg, "loop")
+    source = open_source(instantiate(cfg.source))
+    out = check_output_folder(cfg.out)
+    show = resolve_display(cfg.loop.display)
+    if cfg.get("encoder_dir"):
+        check_component_dir(cfg.encoder_dir, "encoder_dir")
     loop, renderer = build_loop(cfg)
-    source = instantiate(cfg.source)
-    return run_loop(loop, source, renderer, Path(cfg.out), display=cfg.loop.display,
-                    max_frames=cfg.loop.max_frames, queue_size=cfg.loop.queue_size,
-                    realtime=cfg.loop.realtime, write_video=cfg.loop.video)
+    return run_loop(loop, source, renderer, out, display=show, max_frames=cfg.loop.max_frames,
+                    queue_size=cfg.loop.queue_size, realtime=cfg.loop.realtime, write_video=cfg.loop.video)
+
+
+def _num(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"frames {summary['frames']}  dropped {summary['dropped_frames']}  fps {summary['fps']:.2f}",
-             "median latency (ms): " + "  ".join(f"{k} {v:.1f}" for k, v in summary["median_latency_ms"].items()),
-             f"{'':<10}{'ssim':>8}{'pearson':>10}"]
+    fps = summary.get("fps")
+    lines = [f"frames {summary['frames']}  dropped {summary['dropped_frames']}  fps {_num(fps, '.2f')}"
+             + (f"  stopped: {summary['stopped']}" if summary.get("stopped") else "")]
+    if summary.get("dropped_frames"):
+        lines.append(f"dropped {summary['dropped_frames']} of {summary.get('captured_frames', '?')} frames: "
+                     f"{summary.get('dropped_reason')}")
+    lines += ["median latency (ms): " + "  ".join(f"{k} {v:.1f}" for k, v in summary["median_latency_ms"].items()),
+              f"{'':<10}{'ssim':>8}{'pearson':>10}"]
     for name, vals in summary["mean_scores"].items():
         lines.append(f"{name:<10}{vals['ssim']:>8.3f}{vals['pearson']:>10.3f}")
     n = summary["normalised_score"]
-    lines.append(f"{'normalised':<10}{n['ssim']:>8.3f}{n['pearson']:>10.3f}   (path - floor) / (ceiling - floor)")
+    lines.append(f"{'normalised':<10}{_num(n['ssim'], '8.3f'):>8}{_num(n['pearson'], '10.3f'):>10}"
+                 "   (path - floor) / (ceiling - floor)")
+    for k, why in summary.get("normalised_score_undefined", {}).items():
+        lines.append(f"normalised {k} is undefined: {why}")
     return "\n".join(lines)

@@ -1,8 +1,12 @@
 """Frame sources (video file, webcam, image folder, built-in sample clip) and the capture thread.
 
-Every source yields RGB uint8 frames. ``FrameGrabber`` reads a source in its own thread into a small
-queue that drops the oldest frame when full, so a slow loop always works on the newest frame instead
-of falling further and further behind the camera.
+Every source yields RGB uint8 frames of at least ``MIN_FRAME_SIDE`` pixels a side. ``check()`` (where a
+source has one) opens it and reads a first frame, so a missing camera or an unreadable file stops the
+command before any model loads. ``FrameGrabber`` reads a source in its own thread into a small queue.
+A live source (``live = True``: a camera) cannot wait, so when the loop is slower the oldest queued
+frame is dropped and the loop always works on the newest one; a file source waits for the loop, so
+every frame is processed, unless real-time pacing is asked for (then it is paced at its fps and
+drops like a camera).
 """
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ import cv2
 import numpy as np
 
 from .data.dataset import load_image
+from .errors import SourceError
 
+MIN_FRAME_SIDE = 8  # smaller frames carry no spatial pattern to encode, decode or score
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "retina", "coins", "immunohistochemistry")
 
 
@@ -34,6 +40,14 @@ class VideoSource:
         cap.release()
         self.max_frames = max_frames
 
+    def check(self) -> None:
+        cap = cv2.VideoCapture(str(self.path))
+        ok, bgr = cap.read()
+        cap.release()
+        if not ok:
+            raise SourceError(f"source.path={self.path}: OpenCV opens this file but decodes no frame from it")
+        check_frame(bgr, f"source.path={self.path}: frame 0")
+
     def __iter__(self) -> Iterator[np.ndarray]:
         cap = cv2.VideoCapture(str(self.path))
         try:
@@ -49,26 +63,51 @@ class VideoSource:
 
 
 class WebcamSource:
-    """A camera by OpenCV device index; paced by the camera itself."""
+    """A camera by OpenCV device index; paced by the camera itself (live: frames are dropped, never queued up)."""
 
     fps = None
+    live = True
 
     def __init__(self, index: int = 0, width: int | None = None, height: int | None = None):
         self.index, self.width, self.height = int(index), width, height
+        self._cap = None
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        cap = cv2.VideoCapture(self.index)
+    def _open(self):
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # the message below says it once
+        try:
+            cap = cv2.VideoCapture(self.index)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not cap.isOpened():
-            raise RuntimeError(f"source.index={self.index}: cannot open webcam (is a camera attached and free?)")
+            raise SourceError(f"source.index={self.index}: cannot open the camera (is one attached and free? "
+                              "list cameras with `v4l2-ctl --list-devices` on Linux)")
         if self.width:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         if self.height:
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        return cap
+
+    def check(self) -> None:
+        """Open the camera and read one frame; the capture stays open for ``__iter__``."""
+        cap = self._cap or self._open()
+        ok, bgr = cap.read()
+        if not ok:
+            cap.release()
+            raise SourceError(f"source.index={self.index}: the camera opens but delivers no frame")
+        check_frame(bgr, f"source.index={self.index}: the camera's frame")
+        self._cap = cap
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cap, self._cap = self._cap or self._open(), None
+        n = 0
         try:
             while True:
                 ok, bgr = cap.read()
                 if not ok:
-                    break
+                    raise SourceError(f"source.index={self.index}: the camera stopped delivering frames after "
+                                      f"{n} (unplugged?)")
+                n += 1
                 yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         finally:
             cap.release()
@@ -84,9 +123,30 @@ class ImageFolderSource:
             raise FileNotFoundError(f"source.folder={self.folder}: no .jpg/.jpeg/.png images found")
         self.fps = fps
 
+    def check(self) -> None:
+        check_frame(load_image(self.paths[0]), str(self.paths[0]))
+
     def __iter__(self) -> Iterator[np.ndarray]:
         for p in self.paths:
-            yield load_image(p)
+            yield check_frame(load_image(p), str(p))
+
+
+def check_frame(frame: np.ndarray, what: str) -> np.ndarray:
+    """``frame`` if it is an image of at least MIN_FRAME_SIDE pixels a side; else a SourceError naming ``what``."""
+    shape = np.shape(frame)
+    if len(shape) not in (2, 3) or min(shape[:2]) < MIN_FRAME_SIDE:
+        size = " x ".join(map(str, shape[:2][::-1])) if len(shape) >= 2 else str(shape)
+        raise SourceError(f"{what} is {size} pixels: frames must be at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE} "
+                          "(a smaller image carries no pattern to encode or score)")
+    return frame
+
+
+def open_source(source):
+    """``source`` after its own ``check()`` (open the camera, read a first frame), if it has one."""
+    check = getattr(source, "check", None)
+    if check is not None:
+        check()
+    return source
 
 
 def _as_rgb(img: np.ndarray) -> np.ndarray:
@@ -118,24 +178,42 @@ _END = object()
 
 
 class FrameGrabber:
-    """Reads a source in a background thread into a drop-oldest queue.
+    """Reads a source in a background thread into a queue of ``queue_size`` frames.
 
-    realtime=True paces file sources at their native fps (a camera paces itself) and drops the oldest
-    queued frame when the consumer is slower; realtime=False blocks instead, so every frame is processed.
+    A live source (``source.live``), or any source with realtime=True, never waits for the loop: when the
+    queue is full the oldest frame is dropped (``dropped``). realtime=True also paces a file source at its
+    fps. Otherwise the reader waits, so every frame is processed. ``request_stop()`` ends the iteration
+    at the next frame boundary (a signal handler may call it).
     """
 
-    def __init__(self, source, queue_size: int = 2, realtime: bool = True):
+    def __init__(self, source, queue_size: int = 2, realtime: bool = False):
         self.source, self.realtime = source, realtime
-        self.queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self.live = bool(getattr(source, "live", False))
+        self.drop_oldest = bool(realtime) or self.live
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_size)))
         self.dropped = 0
         self.captured = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="frame-grabber", daemon=True)
 
+    @property
+    def drop_reason(self) -> str | None:
+        """Why frames were dropped, in words for the terminal and summary.json; None when none were."""
+        if not self.dropped:
+            return None
+        if self.live:
+            return "the loop was slower than the camera (a live source: the newest frame is always processed)"
+        return (f"loop.realtime=true paces this file at {self.source.fps:g} fps and the loop was slower "
+                "(loop.realtime=false processes every frame)")
+
     def start(self) -> "FrameGrabber":
         self._thread.start()
         return self
+
+    def request_stop(self) -> None:
+        """Stop reading; the iteration ends at the next frame boundary. Safe from a signal handler."""
+        self._stop.set()
 
     def stop(self) -> None:
         """Stop reading and wait for the thread: drain the queue so a blocked put can finish."""
@@ -168,7 +246,8 @@ class FrameGrabber:
                     pass
 
     def _run(self) -> None:
-        period = 1.0 / self.source.fps if (self.realtime and self.source.fps) else 0.0
+        fps = getattr(self.source, "fps", None)
+        period = 1.0 / fps if (self.realtime and fps and not self.live) else 0.0
         next_t = time.perf_counter()
         try:
             for frame in self.source:
@@ -177,16 +256,19 @@ class FrameGrabber:
                 if period:  # a frame every period; after a stall, go on from now instead of bursting
                     time.sleep(max(0.0, next_t - time.perf_counter()))
                     next_t = max(next_t + period, time.perf_counter())
-                self._put((self.captured, time.perf_counter(), frame), drop_oldest=self.realtime)
+                self._put((self.captured, time.perf_counter(), frame), drop_oldest=self.drop_oldest)
                 self.captured += 1
         except BaseException as err:  # surfaced to the consumer, not lost in the thread
             self.error = err
         finally:
-            self._put(_END, drop_oldest=False)  # never dropped; gives up only once stop() is called
+            self._put(_END, drop_oldest=False)  # never dropped; gives up only once stop is asked for
 
     def __iter__(self):
-        while True:
-            item = self.queue.get()
+        while not self._stop.is_set():
+            try:
+                item = self.queue.get(timeout=0.05)  # a timeout, so a stop request is seen while waiting
+            except queue.Empty:
+                continue
             if item is _END:
                 if self.error is not None:
                     raise self.error

@@ -46,6 +46,7 @@ def test_psim_train_reports_bad_root(tmp_path):
     proc = subprocess.run([str(BIN / "psim-train"), "encoder=mean_erp", f"dataset.root={tmp_path / 'nowhere'}",
                            f"out={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode != 0 and "nowhere/sub-01" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("psim-train: ")
 
 
 def _weights(path):

@@ -1,5 +1,6 @@
 """The closed loop runs headless on a short video file and writes valid outputs."""
 import json
+import threading
 import time
 
 from pathlib import Path
@@ -161,6 +162,32 @@ def test_grabber_drops_oldest_when_consumer_is_slow():
         seen.append(index)
         time.sleep(0.02)
     assert grabber.dropped > 0 and seen == sorted(seen) and seen[-1] == 29 and len(seen) < 30
+
+
+def test_file_sources_are_not_paced_by_default():
+    """Real-time pacing drops frames of a file: it is asked for (loop.realtime=true), never the default."""
+    with initialize_config_module("configs", version_base="1.3"):
+        assert compose("loop").loop.realtime is False and compose("demo").loop.realtime is False
+    grabber = FrameGrabber(SlowListSource(20, fps=1000.0), queue_size=1).start()
+    seen = []
+    for index, _, _ in grabber:
+        seen.append(index)
+        time.sleep(0.005)
+    assert seen == list(range(20)) and grabber.dropped == 0 and grabber.drop_reason is None
+
+
+def test_grabber_stops_on_request_while_waiting():
+    class Silent:  # a camera that delivers nothing for 3 s
+        fps = None
+
+        def __iter__(self):
+            time.sleep(3)
+            return iter(())
+
+    grabber = FrameGrabber(Silent()).start()
+    threading.Timer(0.2, grabber.request_stop).start()
+    start = time.perf_counter()
+    assert list(grabber) == [] and time.perf_counter() - start < 2
 
 
 def test_grabber_keeps_every_frame_when_not_realtime():
