@@ -4,11 +4,9 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from pulse2percept.implants.cortex import Orion
 from pulse2percept.implants.retina import ArgusII
 from pulse2percept.models.cortex import ScoreboardModel as CorticalScoreboard
@@ -19,6 +17,7 @@ from prosthesis_sim.phosphenes import TorchPhospheneModel
 from prosthesis_sim.phosphenes.implants import neuralink_threads
 from prosthesis_sim.phosphenes.temporal import LeakyIntegrator
 from prosthesis_sim.scores import to_grey
+from tests.test_phosphenes import load  # one config loader for the phosphene tests
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "phosphene"
 
@@ -30,14 +29,6 @@ IMPLANTS = {
     "neuralink": lambda: TorchPhospheneModel(
         partial(CorticalScoreboard, rho=200, step=0.05, implant_position=(25000, 0)), neuralink_threads()),
 }
-
-
-def load(name: str, tmp_path: Path, **overrides) -> TorchPhospheneModel:
-    cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
-    cfg.cache_dir = str(tmp_path)
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value)
-    return hydra.utils.instantiate(cfg).build()
 
 
 @pytest.mark.parametrize("implant", sorted(IMPLANTS))
