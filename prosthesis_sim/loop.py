@@ -13,13 +13,13 @@ streamed to hidden temporary names in ``out`` and moved into place, with summary
 once the run has processed at least one frame, however it ends (source ended, ``max_frames``,
 SIGINT/SIGTERM, a source failing mid-run, a stage raising). A run that processes no frame leaves
 the folder as it was. The summary is accumulated frame by frame in fixed memory.
+What a run shows while it runs (``loop.display``: a window, a web page) lives in ``live/``.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 from .checkpoint import atomic_write_text
 from .data.dataset import Normalizer
 from .errors import PsimError, SourceError
+from .live import LiveViews, open_views, resolve_display  # noqa: F401 (resolve_display: for callers)
+from .live.window import has_display  # noqa: F401
 from .render import PanelRenderer
 from .scores import image_scores, normalised_score, to_grey
 from .sources import FrameGrabber, check_frame
@@ -81,22 +83,6 @@ class ClosedLoop:
         t.append(time.perf_counter())
         latency = {f"{s}_ms": 1000 * (b - a) for s, a, b in zip(STAGES, t[:-1], t[1:])}
         return {"signal": signal, "decoded": decoded, "percept": percept, "scores": scores, "latency": latency}
-
-
-def has_display() -> bool:
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        return False
-    return re.search(r"GUI:\s+NONE", cv2.getBuildInformation()) is None
-
-
-def resolve_display(display: bool | str) -> bool:
-    """loop.display (auto, true, false) -> whether to show a window; true without one is an error."""
-    show = has_display() if display == "auto" else bool(display)
-    if show and not has_display():
-        raise PsimError("loop.display=true but no display is available (DISPLAY is unset, or OpenCV was built "
-                        "without GUI: install opencv-python instead of opencv-python-headless), or use "
-                        "loop.display=false")
-    return show
 
 
 class Quantiles:
@@ -250,20 +236,30 @@ def graceful_signals(on_stop):
             signal.signal(s, h)
 
 
-def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, display: bool | str = False,
+def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, display: bool | str | LiveViews = False,
              max_frames: int | None = None, queue_size: int = 2, realtime: bool = False,
-             write_video: bool = True) -> dict:
+             write_video: bool = True, stages: dict | None = None) -> dict:
     """Run until the source ends, ``max_frames``, q/Esc in the window, or SIGINT/SIGTERM; write
     frames.jsonl, panels.mp4 and summary.json (see the module docstring) and return the summary.
+
+    ``display``: a ``loop.display`` value (auto, true, false, window, web) or the views ``open_views``
+    started (psim-loop starts them before the models load); ``stages``: the stage names for the live
+    view and summary.json (default: the classes' names).
 
     A source that fails after some frames ends the run like the end of the source (the summary and the
     terminal say why); a stage that raises ends it too, after the outputs of the frames done are written.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    show = resolve_display(display)
     grabber = FrameGrabber(source, queue_size=queue_size, realtime=realtime)
     files = RunOutputs(out, write_video, getattr(source, "fps", None) or 10.0)
+    try:
+        views = open_views(display, source=source)
+    except BaseException:
+        files.discard()
+        raise
+    stages = {**_stage_names(loop, renderer, source), **(stages or {})}
+    views.running(stages)
     acc = RunningSummary()
 
     def on_stop(name):
@@ -273,24 +269,29 @@ def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, displ
     start, finishing = time.perf_counter(), False
     try:
         with graceful_signals(on_stop) as sig:
-            stopped = _process(loop, grabber, renderer, files, acc, sig, show, max_frames, write_video, source)
+            stopped = _process(loop, grabber, renderer, files, acc, sig, views, max_frames, write_video, source)
+            views.end_capture()  # a source that waits on a view (the page's camera) stops waiting
             grabber.stop()
             finishing = True
-            return _finish(acc, files, grabber, stopped, time.perf_counter() - start, realtime)
+            summary = _finish(acc, files, grabber, stopped, time.perf_counter() - start, realtime, stages)
+            views.close(stopped, summary)
+            return summary
     except BaseException as err:
+        views.end_capture()
         grabber.stop()
         if acc.frames and not finishing:  # keep what was done, then report the error
-            _finish(acc, files, grabber, f"error: {type(err).__name__}: {err}", time.perf_counter() - start, realtime)
+            _finish(acc, files, grabber, f"error: {type(err).__name__}: {err}", time.perf_counter() - start, realtime,
+                    stages)
             log.warning("the loop failed after %d frames; their outputs are in %s", acc.frames, out)
         else:
             files.discard()
+        views.close(f"failed: {type(err).__name__}: {err}")
         raise
     finally:
-        if show:
-            cv2.destroyAllWindows()
+        views.close()
 
 
-def _process(loop, grabber, renderer, files, acc, sig, show, max_frames, write_video, source) -> str:
+def _process(loop, grabber, renderer, files, acc, sig, views, max_frames, write_video, source) -> str:
     """The frame loop; returns why it stopped."""
     grabber.start()
     frames = iter(grabber)
@@ -318,16 +319,15 @@ def _process(loop, grabber, renderer, files, acc, sig, show, max_frames, write_v
             queue_ms = 1000 * (time.perf_counter() - captured_at) - sum(res["latency"].values())
             rec = {"frame": index, "queue_ms": queue_ms, "latency": res["latency"], "scores": res["scores"]}
             panel = None
-            if write_video or show:
+            if write_video or views.wants_panels:
                 panel = renderer.compose(frame, loop.norm(res["signal"][None])[0], res["decoded"], res["percept"],
                                          res["scores"])
             files.write(rec, panel if write_video else None)
             acc.add(rec, constant_frame=int(frame.min()) == int(frame.max()))
             bar.update()
-            if show:
-                cv2.imshow("prosthesis-sim", panel)
-                if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                    return "key pressed in the window"
+            stop = views.show(panel, rec, {"dropped": grabber.dropped, "captured": grabber.captured})
+            if stop:
+                return stop
             if sig["signal"]:
                 return sig["signal"]
             if max_frames is not None and acc.frames >= max_frames:
@@ -341,8 +341,17 @@ def _describe_source(source) -> str:
     return f"source {type(source).__name__}"
 
 
+def _stage_names(loop: ClosedLoop, renderer: PanelRenderer, source) -> dict:
+    """The stages' class names (psim-loop passes the config options' names instead)."""
+    names = {k: type(getattr(loop, k)).__name__ for k in ("encoder", "floor", "decoder")}
+    names["phosphene"] = renderer.names.get("phosphene") or getattr(loop.phosphene, "__name__", None) or \
+        type(loop.phosphene).__name__
+    names["decoder"] = renderer.names.get("decoder") or names["decoder"]
+    return {**names, "source": type(source).__name__}
+
+
 def _finish(acc: RunningSummary, files: RunOutputs, grabber: FrameGrabber, stopped: str, wall_s: float,
-            realtime: bool) -> dict:
+            realtime: bool, stages: dict | None = None) -> dict:
     """Write the outputs of the frames processed so far and say how the run ended and what it dropped."""
     if acc.frames == 0:
         files.discard()
@@ -350,7 +359,8 @@ def _finish(acc: RunningSummary, files: RunOutputs, grabber: FrameGrabber, stopp
             raise SourceError(f"{_describe_source(grabber.source)} produced no frames")
         raise PsimError(f"the loop stopped ({stopped}) before its first frame: nothing written, earlier outputs kept")
     summary = acc.result(wall_s, captured_frames=grabber.captured, dropped_frames=grabber.dropped,
-                         dropped_reason=grabber.drop_reason, stopped=stopped, realtime=bool(realtime))
+                         dropped_reason=grabber.drop_reason, stopped=stopped, realtime=bool(realtime),
+                         **({"stages": stages} if stages else {}))
     files.commit(summary)
     if grabber.dropped:
         log.warning("dropped %d of %d frames: %s", grabber.dropped, grabber.captured, grabber.drop_reason)

@@ -13,7 +13,8 @@ from . import distributed
 from .checkpoint import atomic_write_text, check_component_dir, fit_cached, load_component, save_component, to_container
 from .errors import ComponentError
 from .evaluate import evaluate_encoder, load_test_images, noise_ceiling, with_ceiling
-from .loop import ClosedLoop, resolve_display, run_loop
+from .live import open_views
+from .loop import ClosedLoop, run_loop
 from .render import PanelRenderer
 from .sources import open_source
 from .validate import check_output_folder, validate
@@ -105,12 +106,19 @@ def run_configured_loop(cfg) -> dict:
     validate(cfg, "loop")
     source = open_source(instantiate(cfg.source))
     out = check_output_folder(cfg.out)
-    show = resolve_display(cfg.loop.display)
-    if cfg.get("encoder_dir"):
-        check_component_dir(cfg.encoder_dir, "encoder_dir")
-    loop, renderer = build_loop(cfg)
-    return run_loop(loop, source, renderer, out, display=show, max_frames=cfg.loop.max_frames,
-                    queue_size=cfg.loop.queue_size, realtime=cfg.loop.realtime, write_video=cfg.loop.video)
+    stages = {g: stage_name(cfg, g) for g in ("encoder", "decoder", "phosphene", "source")}
+    stages.update(floor=stage_name(cfg, "floor"), **({"encoder": f"encoder_dir={cfg.encoder_dir}"}
+                                                      if cfg.get("encoder_dir") else {}))
+    views = open_views(cfg.loop.display, cfg.loop.get("web"), source, stages)  # the page shows while models load
+    try:
+        if cfg.get("encoder_dir"):
+            check_component_dir(cfg.encoder_dir, "encoder_dir")
+        loop, renderer = build_loop(cfg)
+        return run_loop(loop, source, renderer, out, display=views, max_frames=cfg.loop.max_frames,
+                        queue_size=cfg.loop.queue_size, realtime=cfg.loop.realtime, write_video=cfg.loop.video,
+                        stages=stages)
+    finally:
+        views.close()
 
 
 def _num(value, spec: str) -> str:

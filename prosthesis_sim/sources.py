@@ -6,7 +6,8 @@ command before any model loads. ``FrameGrabber`` reads a source in its own threa
 A live source (``live = True``: a camera) cannot wait, so when the loop is slower the oldest queued
 frame is dropped and the loop always works on the newest one; a file source waits for the loop, so
 every frame is processed, unless real-time pacing is asked for (then it is paced at its fps and
-drops like a camera).
+drops like a camera). ``source=browser`` (the camera of the loop's web page) is
+``prosthesis_sim.live.browser_source.BrowserSource``, a live source like a camera.
 """
 from __future__ import annotations
 

@@ -76,6 +76,11 @@ def int_list(lo: int) -> Rule:
     return check
 
 
+def port(v):
+    """A TCP port (loop.web.port); 0 lets the system take any free one."""
+    return None if integer(0)(v) is None and v <= 65535 else "an integer from 0 to 65535 (0: any free port)"
+
+
 def str_list(v):
     return None if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v) else "a list of names"
 
@@ -90,7 +95,10 @@ ANYWHERE: dict[str, Rule] = {
 COMMON = {"out": text(), "seed": integer()}
 LOOP = {
     **COMMON, "cache_dir": text(), "encoder_dir": text(optional=True),
-    "loop.display": choice("auto", True, False), "loop.max_frames": integer(1, optional=True),
+    "loop.display": choice("auto", True, False, "window", "web"), "loop.web.host": text(),
+    "loop.web.port": port,
+    "source.max_side": integer(8), "source.quality": number(0, strict=True, hi=1),
+    "loop.max_frames": integer(1, optional=True),
     "loop.queue_size": integer(1), "loop.realtime": boolean, "loop.video": boolean, "loop.panel_size": integer(160),
     "dataset.subject": lambda v: None if isinstance(v, str) or integer(1)(v) is None else "a number >= 1 or 'sub-XX'",
     "source.fps": number(0, strict=True, optional=True), "source.index": integer(0), "source.size": integer(8),

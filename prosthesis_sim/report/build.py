@@ -7,6 +7,7 @@ import numpy as np
 
 from ..eval.report_section import eval_section, split_runs
 from ..plots import channel_time_maps, topomap_grid
+from .loop_runs import loop_section, split_loop_runs
 from .runs import BASELINE, CACHE, EEG_LOADER, Run, dataset_config, load_runs
 from .scoring import DatasetLoader, short_hash, evaluate_on_subject, sampler_cells
 from .sections import (ablation_section, cross_section, definitions, md_table, label_order, ridge_section,
@@ -120,7 +121,8 @@ def build_report(runs: list[Path], out: Path, seed: int | None = None, image_roo
     out.mkdir(parents=True, exist_ok=True)
     if bool(samplers) != bool(sampler_steps):
         raise ValueError(f"samplers={list(samplers)} and sampler_steps={list(sampler_steps)}: give both or neither")
-    eval_dirs, train_runs = split_runs(runs)  # psim-eval folders (results.csv) get their own section
+    loop_dirs, rest, skipped = split_loop_runs(runs)  # psim-loop runs (summary.json + frames.jsonl): their own table
+    eval_dirs, train_runs = split_runs(rest)  # psim-eval folders (results.csv) get their own section
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in load_runs(train_runs):
         groups.setdefault(run.dataset_key, []).append(run)
@@ -142,6 +144,7 @@ def build_report(runs: list[Path], out: Path, seed: int | None = None, image_roo
         for name, part in rows.items():
             parts[name] += part
     text += eval_section(eval_dirs, out)
+    text += loop_section(loop_dirs, out, skipped)
     files = ["`within_subject.csv`", "`cross_subject.csv`"]
     files += [f"`{name}.csv`" for name in ("ablation", "samplers") if parts[name]]
     text += ["", "## Runs", "",
