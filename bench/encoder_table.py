@@ -1,7 +1,9 @@
 """Train and evaluate encoders on the synthetic default and print the within-subject table (Markdown).
 
 Every row is `psim-train` (prosthesis_sim.pipeline.train_and_evaluate) with the overrides shown; runs
-go to outputs/table/<row>-<subject> (MEG: outputs/table/meg-<row>-<subject>) with their metrics.json. Usage:
+go to outputs/table/<row>-<subject> (MEG: outputs/table/meg-<row>-<subject>) with their metrics.json.
+Fits are cached in outputs/cache/table (keyed by what changes a fit), so a rerun with other sampling
+settings (e.g. encoder.sampling_steps=4) re-evaluates without training again; train s is the fit's. Usage:
     python bench/encoder_table.py [dataset=things_eeg2|things_meg] [dataset.root=outputs/synth]
         [subjects=1,2] [table=within|ablation|paper] [rows='name prefix;other prefix']
 Needs the dataset (make demo, or psim-synth out=outputs/synth; MEG: psim-synth out=outputs/synth_meg modality=meg).
@@ -17,7 +19,8 @@ from prosthesis_sim.pipeline import train_and_evaluate
 ROWS = {
     "mean_erp": ["encoder=mean_erp"],
     "ridge": ["encoder=ridge"],
-    "dit (default: x0, 8 samples, cfg 3)": ["encoder=dit"],
+    "dit_residual (ridge + DiT on its residual, 8 samples, no guidance)": ["encoder=dit_residual"],
+    "dit (x0, 8 samples, cfg 3)": ["encoder=dit"],
     "dit, epsilon prediction": ["encoder=dit", "encoder.prediction_type=epsilon"],
 }
 ABLATION = {  # the paper's conditioning ablation on the default DiT (Tables 6-9), plus token cross-attention
@@ -39,7 +42,7 @@ PAPER = {  # the paper's two architectures, shrunk to what 2 CPU cores train in 
         "encoder.denoiser.cross_attention_dim=32", "encoder.denoiser.layers_per_block=1", "encoder.sampler=ddim",
         "encoder.sampling_steps=25", "train.epochs=5", "train.batch_size=16", "encoder.prediction_type=sample"],
 }
-KEYS = ("mse", "pcc", "pcc_channel", "top1", "top5", "pcc_fraction_of_ceiling")
+KEYS = ("mse", "pcc", "r_across_images", "r_across_images_fraction", "top1", "top5", "top1_centered")
 
 
 MEG_UNET = ["encoder.denoiser.down_block_types=[DownBlock2D,DownBlock2D,DownBlock2D,CrossAttnDownBlock2D]",
@@ -82,7 +85,8 @@ def main(args: list[str]) -> None:
             with initialize_config_module("configs", version_base="1.3"):
                 cfg = compose("train", overrides=[*overrides, f"dataset={dataset}", f"dataset.root={root}",
                                                   f"dataset.subject={s}",
-                                                  f"out={out}", *(f"{k}={v}" for k, v in opts.items())])
+                                                  f"out={out}", "fit_cache=outputs/cache/table",
+                                                  *(f"{k}={v}" for k, v in opts.items())])
             res = train_and_evaluate(cfg, out)
             ceilings[s] = res["noise_ceiling"]["noise_ceiling"]
             m = res["encoder"]

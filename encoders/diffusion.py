@@ -1,15 +1,16 @@
 """Conditional diffusion image-to-brain encoder: one training and sampling path for any denoiser.
 
-The denoiser (``encoders.dit.DiT`` or ``encoders.unet.UNetDenoiser``) predicts the noise added to a
-z-scored signal, given the step and the image features. Training: DDPM forward process from
-diffusers' ``DDPMScheduler``, epsilon-prediction MSE, AdamW, cosine schedule with warm-up, EMA weights,
+The denoiser (``encoders.dit.DiT`` or ``encoders.unet.UNetDenoiser``) predicts the clean z-scored
+signal (or the noise, or v) given the noisy signal, the step and the image features. Training: DDPM
+forward process from diffusers' ``DDPMScheduler``, MSE on the prediction, AdamW, cosine schedule with warm-up, EMA weights,
 optional condition dropout (for classifier-free guidance). With ``train.checkpoint_dir`` the full
 training state (weights, EMA, optimiser, LR schedule, RNG, data order) is written atomically every
 ``train.checkpoint_every`` steps, and a rerun resumes exactly where it stopped. Under torchrun the
 training runs data-parallel (DDP, ``prosthesis_sim.distributed``): every process takes its slice of
 the same global batch, so the result does not depend on the number of processes. Token arrays over
 ``STREAM_TOKENS_BYTES`` stay memory-mapped and are read per batch. ``prediction_type`` picks what the
-denoiser predicts (epsilon by default, as the paper; or the clean signal x0, or v). Sampling: any
+denoiser predicts: the clean signal x0 by default (``sample``, as the configs and the README say:
+a patch wider than the hidden width cannot carry white noise), or epsilon (the paper's loss), or v. Sampling: any
 diffusers scheduler made from the training scheduler's config (DDIM by default), with
 ``timestep_spacing="trailing"`` (the first step at t = T-1), built once per encoder and sampler and
 used the way diffusers' pipelines use it; every image draws its noise from a generator of its own,
@@ -23,6 +24,7 @@ import inspect
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -69,6 +71,19 @@ def image_generators(seed: int, keys: Sequence, n_samples: int) -> list[torch.Ge
     return gens
 
 
+def _zca(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ZCA whitening and colouring matrices (channels x channels) of ``target`` (..., channels, times)
+    from its Ledoit-Wolf spatial covariance (shrinkage keeps a rank-deficient montage invertible)."""
+    from sklearn.covariance import ledoit_wolf
+
+    x = np.moveaxis(target, -1, -2).reshape(-1, target.shape[-2]).astype(np.float64)
+    x = x[:: max(1, len(x) // 200_000)]  # a subsample is plenty for a channels x channels covariance
+    cov = ledoit_wolf(x, assume_centered=True)[0]
+    vals, vecs = np.linalg.eigh(cov)
+    vals = np.clip(vals, vals.max() * 1e-6, None)
+    return ((vecs / np.sqrt(vals)) @ vecs.T).astype(np.float32), ((vecs * np.sqrt(vals)) @ vecs.T).astype(np.float32)
+
+
 def _mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over images and tokens, per feature; in chunks (float64 sums) for streamed arrays."""
     if tokens.nbytes <= STREAM_TOKENS_BYTES:
@@ -109,7 +124,7 @@ class DiffusionEncoder:
     # prosthesis_sim.checkpoint.fit_key): how to sample, where to run (device and fp16 change rounding
     # only) and where training checkpoints go (a resumed run ends bit-identical). ``seed`` is not
     # listed: it also seeds training.
-    not_fitted = ("sampler", "sampling_steps", "timestep_spacing", "guidance_scale", "n_samples", "sample_batch_size",
+    not_fitted = ("sampler", "sampling_steps", "trial_steps", "timestep_spacing", "guidance_scale", "n_samples", "sample_batch_size",
                   "device", "fp16", "train.checkpoint_dir", "train.checkpoint_every", "train.resume")
 
     def __init__(
@@ -120,9 +135,10 @@ class DiffusionEncoder:
         train: dict | None = None,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
-        prediction_type: str = "epsilon",
+        prediction_type: str = "sample",
         sampler: str = "ddim",
         sampling_steps: int = 25,
+        trial_steps: int = 25,
         timestep_spacing: str = "trailing",
         guidance_scale: float = 1.0,
         n_samples: int = 1,
@@ -131,6 +147,7 @@ class DiffusionEncoder:
         device: str = "auto",
         fp16: bool = True,
         mean_model=None,
+        whiten: bool = False,
     ):
         if sampler not in SAMPLERS:
             raise ValueError(f"encoder.sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
@@ -152,6 +169,7 @@ class DiffusionEncoder:
             prediction_type=prediction_type,
         )
         self.sampler, self.sampling_steps, self.guidance_scale = sampler, sampling_steps, guidance_scale
+        self.trial_steps = trial_steps
         self.timestep_spacing = timestep_spacing
         self._samplers: dict[tuple[str, str], object] = {}  # (sampler, timestep_spacing) -> scheduler, built once
         self.n_samples, self.sample_batch_size, self.seed = n_samples, sample_batch_size, seed
@@ -166,6 +184,11 @@ class DiffusionEncoder:
         # structure). None: diffusion on the signal itself.
         self.mean_model = mean_model
         self.residual_scale = 1.0
+        # Spatial whitening of the diffusion target (ZCA with its Ledoit-Wolf training covariance),
+        # undone after sampling: the network's errors are then relative to each spatial direction's
+        # own variance, so low-variance directions of the measured noise are not swamped by them.
+        self.whiten = bool(whiten)
+        self.colour: np.ndarray | None = None  # (channels, channels): whitened -> target space
 
     # -- conditioning -------------------------------------------------------------------------------
     def _cond(self, feats) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,6 +249,9 @@ class DiffusionEncoder:
             target = target / self.residual_scale
             log.info("residual diffusion: %s leaves a residual of std %.3f (z units)",
                      type(self.mean_model).__name__, self.residual_scale)
+        if self.whiten:
+            white, self.colour = _zca(target)
+            target = np.einsum("ij,nrjt->nrit", white, target).astype(np.float32)
         y = torch.as_tensor(target.reshape(n_img * n_rep, n_ch, n_t), device=self.device)
         if stream:
             pooled = self._tensor((feats.pooled - self.pooled_mean) / self.pooled_std)
@@ -256,6 +282,7 @@ class DiffusionEncoder:
         fingerprint = self._fingerprint(data)
         step, epoch0, batch0, order = 0, 0, 0, None
         self.history = []
+        started, before = time.perf_counter(), 0.0  # training seconds of earlier sessions of a resumed run
         if state_path is not None and cfg.get("resume", True) and state_path.is_file():
             st = torch.load(state_path, map_location=self.device, weights_only=False)
             if st["fingerprint"] != fingerprint:
@@ -269,13 +296,14 @@ class DiffusionEncoder:
                 scaler.load_state_dict(st["scaler"])
             gen.set_state(st["gen"].cpu())  # map_location moved it to the device; generators take CPU bytes
             step, epoch0, batch0, order, self.history = st["step"], st["epoch"], st["batch"], st["order"], st["history"]
+            before = float(st.get("train_seconds", 0.0))  # states written before it was recorded: unknown, 0
             log.info("resuming from %s at step %d of %d", state_path, step, total)
 
         def save_state(epoch: int, batch: int) -> None:
             state = {"fingerprint": fingerprint, "model": model.state_dict(), "ema": ema.state_dict(),
                      "opt": opt.state_dict(), "sched": sched.state_dict(), "scaler": scaler.state_dict(),
                      "gen": gen.get_state(), "step": step, "epoch": epoch, "batch": batch, "order": order,
-                     "history": self.history}
+                     "history": self.history, "train_seconds": before + time.perf_counter() - started}
             atomic_write(state_path, lambda tmp: torch.save(state, tmp))
 
         # a bar on a terminal, log lines in a log file (a cluster job would otherwise show nothing)
@@ -329,6 +357,7 @@ class DiffusionEncoder:
         if state_path is not None and ctx.main:
             save_state(cfg["epochs"], 0)
         self.world_size = ctx.world
+        self.train_seconds = before + time.perf_counter() - started  # every session of a resumed run
         self.model.load_state_dict(ema.module.state_dict())
         self.model.eval()
 
@@ -350,8 +379,9 @@ class DiffusionEncoder:
         return self.noise_scheduler.get_velocity(x0, noise, t)
 
     # -- sampling -----------------------------------------------------------------------------------
-    def make_sampler(self):
-        """The scheduler for the current ``sampler`` and ``timestep_spacing``, set to ``sampling_steps``.
+    def make_sampler(self, steps: int | None = None):
+        """The scheduler for the current ``sampler`` and ``timestep_spacing``, set to ``steps``
+        (``sampling_steps`` by default).
 
         Built once per encoder and setting (``from_config`` of the training scheduler, whose betas and
         prediction type it shares) and kept; like a diffusers pipeline, each sampling pass calls
@@ -365,7 +395,7 @@ class DiffusionEncoder:
             self._samplers[key] = SAMPLERS[self.sampler].from_config(
                 self.noise_scheduler.config, timestep_spacing=self.timestep_spacing)
         sampler = self._samplers[key]
-        sampler.set_timesteps(int(self.sampling_steps), device=self.device)
+        sampler.set_timesteps(int(self.sampling_steps if steps is None else steps), device=self.device)
         return sampler
 
     def _noise_keys(self, feats) -> list[bytes]:
@@ -378,7 +408,6 @@ class DiffusionEncoder:
             keys.append(h.digest())
         return keys
 
-    @torch.inference_mode()
     def generate_from_features(self, feats, seed: int | None = None, keys: Sequence | None = None) -> np.ndarray:
         """Signals (n, channels, times): the mean of ``n_samples`` samples per image.
 
@@ -394,24 +423,50 @@ class DiffusionEncoder:
         evaluated signal, and an unchanged scene an unchanged signal, while a changed frame gets fresh
         noise (averaged over ``n_samples``). One noise for every frame is a call with ``keys=[0]``.
         """
+        z = self._coloured(self._samples(feats, seed, keys, self.n_samples).mean(axis=1))
+        if self.mean_model is not None:
+            z = self._mean_of(feats) + self.residual_scale * z
+        return self.norm.inverse(z)
+
+    def sample_trials_from_features(self, feats, n_trials: int, seed: int | None = None,
+                                    keys: Sequence | None = None) -> np.ndarray:
+        """Single trials (n_images, n_trials, channels, times): ``n_trials`` samples per image, not
+        averaged (with ``mean_model``, its prediction plus each residual sample). The noise follows the
+        rules of ``generate_from_features``; trial r of an image is its r-th sample."""
+        z = self._coloured(self._samples(feats, seed, keys, int(n_trials), steps=self.trial_steps))
+        if self.mean_model is not None:
+            z = self._mean_of(feats)[:, None] + self.residual_scale * z
+        return self.norm.inverse(z)
+
+    def sample_trials(self, images: Sequence[np.ndarray], n_trials: int, seed: int | None = None, paths=None,
+                      cache_dir=None) -> np.ndarray:
+        """Single trials of images (optional encoder method, ``prosthesis_sim.protocols``)."""
+        feats = features_for_images(self.features, images, paths=paths, tokens=self._needs_tokens(),
+                                    cache_dir=cache_dir, progress=cache_dir is not None)
+        return self.sample_trials_from_features(feats, n_trials, seed)
+
+    @torch.inference_mode()
+    def _samples(self, feats, seed: int | None, keys: Sequence | None, n: int, steps: int | None = None) -> np.ndarray:
+        """n z-scored samples per image: (n_images, n, channels, times), n of an image in one batch."""
         if self.model is None:
             raise RuntimeError("DiffusionEncoder.generate called before fit() or load")
         seed = self.seed if seed is None else seed
         keys = self._noise_keys(feats) if keys is None else list(keys)
         if len(keys) != len(feats):
             raise ValueError(f"generate: {len(keys)} noise keys for {len(feats)} images")
-        out, n = [], self.n_samples
+        out = []
         per_batch = max(1, self.sample_batch_size // n)
         for start in range(0, len(feats), per_batch):
             tokens, pooled = self._cond(feats[start : start + per_batch])
             gens = image_generators(seed, keys[start : start + per_batch], n)
             # all n samples of every image in one batch: one pass of the sampler, not n
-            x = self._sample(tokens.repeat_interleave(n, 0), pooled.repeat_interleave(n, 0), gens)
-            out.append(x.reshape(len(tokens), n, *x.shape[1:]).mean(1).float().cpu().numpy())
-        z = np.concatenate(out)
-        if self.mean_model is not None:
-            z = self._mean_of(feats) + self.residual_scale * z
-        return self.norm.inverse(z)
+            x = self._sample(tokens.repeat_interleave(n, 0), pooled.repeat_interleave(n, 0), gens, steps)
+            out.append(x.reshape(len(tokens), n, *x.shape[1:]).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def _coloured(self, z: np.ndarray) -> np.ndarray:
+        """Undo the target's spatial whitening (``whiten``); channels are the second-to-last axis."""
+        return z if self.colour is None else np.einsum("ij,...jt->...it", self.colour, z).astype(np.float32)
 
     def _mean_of(self, feats) -> np.ndarray:
         """The mean model's z-scored prediction (n, channels, times) for these features."""
@@ -421,7 +476,8 @@ class DiffusionEncoder:
         """Whether the sampler runs the unconditional pass: guidance 1 is the conditional model alone."""
         return self.guidance_scale != 1.0
 
-    def _sample(self, tokens: torch.Tensor, pooled: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+    def _sample(self, tokens: torch.Tensor, pooled: torch.Tensor, gens: list[torch.Generator],
+                steps: int | None = None) -> torch.Tensor:
         """One sampler pass over a batch; ``gens`` holds one generator per row (``image_generators``).
 
         Classifier-free guidance (Ho & Salimans 2022): eps = uncond + s (cond - uncond), where uncond is
@@ -435,7 +491,7 @@ class DiffusionEncoder:
         every denoiser (DiT and the diffusers UNet) and keeps every saved model valid.
         Guidance 1 skips the unconditional pass (the conditional-only path).
         """
-        sampler = self.make_sampler()
+        sampler = self.make_sampler(steps)
         shape = (len(tokens), self.dims["n_channels"], self.dims["n_times"])
         x = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * sampler.init_noise_sigma
         guided = self._guided()
@@ -477,6 +533,8 @@ class DiffusionEncoder:
             mean_arrays, mean_meta = self.mean_model.state()
             arrays.update({f"mean_model.{k}": v for k, v in mean_arrays.items()})
             meta.update(mean_model=mean_meta, residual_scale=self.residual_scale)
+        if self.colour is not None:
+            arrays["colour"] = self.colour
         if hasattr(self, "world_size"):  # how the last fit() ran: processes, and signals seen by the main one
             meta.update(train_processes=self.world_size, rank_samples=self.rank_samples)
         return arrays, meta
@@ -491,6 +549,10 @@ class DiffusionEncoder:
             self.mean_model.load_state({k.removeprefix("mean_model."): v for k, v in arrays.items()
                                         if k.startswith("mean_model.")}, meta["mean_model"])
             self.residual_scale = float(meta["residual_scale"])
+        if self.whiten != ("colour" in arrays):
+            raise ValueError(f"encoder.whiten={self.whiten}, but the saved weights were fitted with whiten="
+                             f"{'colour' in arrays}")
+        self.colour = np.asarray(arrays["colour"], np.float32) if self.whiten else None
         self._build(**meta["dims"])
         self.model.load_state_dict(
             {k.removeprefix("model."): torch.as_tensor(v) for k, v in arrays.items() if k.startswith("model.")})

@@ -52,8 +52,6 @@ class DiTBlock(nn.Module):
         inner = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.ada(c)[:, None].chunk(6, dim=-1)
@@ -71,9 +69,6 @@ class FinalLayer(nn.Module):
         self.norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
         self.linear = nn.Linear(hidden, out_dim)
-        for layer in (self.ada[1], self.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.ada(c)[:, None].chunk(2, dim=-1)
@@ -171,8 +166,36 @@ class DiT(nn.Module):
         # Skip path: a patch holds more numbers than the hidden width, so white noise cannot pass
         # through the tokens; g(t) * x_t carries it, and the network models the low-rank signal part.
         self.skip = nn.Linear(hidden, 1)
-        nn.init.zeros_(self.skip.weight)
-        nn.init.zeros_(self.skip.bias)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """All initialisation in one place, as DiT does: Xavier-uniform linear and attention projections
+        with zero biases, unit LayerNorms,
+        N(0, 0.02) for the timestep MLP, and zeros where a block must start as the identity: the adaLN
+        modulation (gates 0), every cross-attention output projection (so the image enters through
+        learned, not random, paths) and the final layer and skip gain (the first prediction is 0)."""
+        def basic(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.MultiheadAttention):  # its packed q/k/v projection is not an nn.Linear
+                nn.init.xavier_uniform_(module.in_proj_weight)
+                nn.init.zeros_(module.in_proj_bias)
+            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+                module.reset_parameters()
+        self.apply(basic)
+        for layer in self.t_embed.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=0.02)
+        zeroed = [self.final.ada[1], self.final.linear, self.skip]
+        for block in self.blocks:
+            zeroed.append(block.ada[1])
+            if block.cross is not None:
+                zeroed.append(block.cross.out_proj)
+        for layer in zeroed:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     @classmethod
     def check_settings(cls, **settings) -> None:

@@ -12,9 +12,11 @@ from hydra.utils import instantiate
 from . import distributed
 from .checkpoint import atomic_write_text, check_component_dir, fit_cached, load_component, save_component, to_container
 from .errors import ComponentError
-from .evaluate import evaluate_encoder, load_test_images, noise_ceiling, with_ceiling
+from .eval.single_trials import evaluate_single_trials, save_figure_data
+from .evaluate import evaluate_encoder, load_test_images, noise_ceiling, takes_cache_dir, with_ceiling
 from .live import open_views
 from .loop import ClosedLoop, run_loop
+from .protocols import can_sample_trials
 from .render import PanelRenderer
 from .sources import open_source
 from .validate import check_output_folder, validate
@@ -41,10 +43,7 @@ def train_and_evaluate(cfg, out: str | Path) -> dict:
     """
     out = Path(out)
     data = instantiate(cfg.dataset)
-    start = time.perf_counter()
-    encoder = instantiate(cfg.encoder)
-    encoder.fit(data)
-    train_s = time.perf_counter() - start
+    encoder, train_s = _fit_encoder(cfg, data)
     if not distributed.context().main:
         return {}  # under torchrun every process trains; the main one saves and evaluates
     images = load_test_images(data)
@@ -63,7 +62,52 @@ def train_and_evaluate(cfg, out: str | Path) -> dict:
         "encoder": with_ceiling(evaluate_encoder(encoder, data, images, seed=cfg.seed), ceiling),
         "mean_erp": with_ceiling(evaluate_encoder(baseline, data, images, seed=cfg.seed), ceiling),
     }
+    trials = single_trial_realism(cfg, encoder, data, images, out)
+    if trials is not None:
+        result["single_trials"] = trials
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
+    return result
+
+
+def _fit_encoder(cfg, data):
+    """Fit ``cfg.encoder``; with ``cfg.fit_cache`` reuse a fit saved there under the same fit key (the
+    config keys that change a fit and the data: new sampling settings re-evaluate without a refit).
+    Returns the encoder and the seconds its fit took (read back on a cache hit)."""
+    start = time.perf_counter()
+    if not cfg.get("fit_cache"):
+        encoder = instantiate(cfg.encoder)
+        encoder.fit(data)  # a resumed training reports the seconds of all its sessions (train_seconds)
+        return encoder, float(getattr(encoder, "train_seconds", time.perf_counter() - start))
+    encoder, directory = fit_cached(cfg.encoder, data, cfg.fit_cache, "encoder")
+    record = directory / "fit_seconds.json"
+    if record.is_file():
+        return encoder, float(json.loads(record.read_text())["train_s"])
+    train_s = float(getattr(encoder, "train_seconds", time.perf_counter() - start))
+    atomic_write_text(record, json.dumps({"train_s": train_s}))
+    return encoder, train_s
+
+
+def single_trial_realism(cfg, encoder, data, images, out: Path) -> dict | None:
+    """Single-trial realism (``cfg.single_trials``): with ``enabled: auto`` it runs when the training data
+    are single trials and the encoder samples trials. Writes out/single_trials.json and the figure's
+    arrays (single_trials.npz); returns the metrics, or None when it does not apply."""
+    spec = cfg.get("single_trials") or {}
+    enabled = spec.get("enabled", "auto")
+    applies = data.train.shape[1] > 1 and can_sample_trials(encoder)
+    if enabled is False or str(enabled) == "false" or (str(enabled) == "auto" and not applies):
+        return None
+    if not can_sample_trials(encoder):
+        raise ComponentError(f"single_trials.enabled=true, but {type(encoder).__name__} does not sample single trials")
+    mean_encoder = instantiate(spec["mean"])
+    mean_encoder.fit(data)
+    kwargs = {"cache_dir": data.cache_dir} if data.cache_dir is not None and takes_cache_dir(encoder) else {}
+    metrics, figure = evaluate_single_trials(encoder, mean_encoder, data, images, seed=cfg.seed, kwargs=kwargs)
+    result = {"n_trials": int(data.test_repetitions().shape[1]), "mean_model": spec["mean"]["_target_"],
+              "rows": metrics}
+    atomic_write_text(out / "single_trials.json", json.dumps(result, indent=2))
+    save_figure_data(out / "single_trials.npz", figure)
+    log.info("single trials: %s", "; ".join(f"{k}: two-sample accuracy {v['two_sample_accuracy']:.3f}"
+                                            for k, v in metrics.items()))
     return result
 
 

@@ -56,11 +56,27 @@ class ImageToBrainEncoder(Protocol):
     """Fits on a BrainDataset; generates signals (n, n_channels, n_times) for a batch of images.
 
     ``paths`` (optional) names the images' files, for features that look images up (captions).
+    ``generate`` returns the expected response (what the test average estimates). Optional, for
+    encoders that model trial-to-trial variability (see :class:`TrialSampler`):
+    ``sample_trials(images, n_trials, seed=None, paths=None) -> (n, n_trials, n_channels, n_times)``.
     """
 
     def fit(self, data) -> None: ...
 
     def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class TrialSampler(Protocol):
+    """An encoder that draws single trials, not only the mean (the diffusion encoders)."""
+
+    def sample_trials(self, images: Sequence[np.ndarray], n_trials: int, seed: int | None = None,
+                      paths=None) -> np.ndarray: ...
+
+
+def can_sample_trials(encoder) -> bool:
+    """Whether ``encoder`` draws single trials (single-trial realism applies only to those)."""
+    return isinstance(encoder, TrialSampler)
 
 
 @runtime_checkable

@@ -266,7 +266,7 @@ def test_new_generation_settings_regenerate_without_refitting(synth_root, tmp_pa
 def test_bad_selection_names_the_valid_ones():
     cfg = compose_eval(["select.encoders=[ridge,nope]"])
     with pytest.raises(ValueError, match=r"select.encoders: unknown name\(s\) 'nope'; valid names: measured, "
-                                         r"mean_erp, ridge, dit"):
+                                         r"mean_erp, ridge, dit_residual"):
         choose(cfg)
     with pytest.raises(ValueError, match="select.phosphenes: unknown name.*valid names: argus_scoreboard"):
         choose(compose_eval(["select.phosphenes=axon"]))

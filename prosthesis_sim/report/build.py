@@ -12,6 +12,7 @@ from .runs import BASELINE, CACHE, EEG_LOADER, Run, dataset_config, load_runs
 from .scoring import DatasetLoader, short_hash, evaluate_on_subject, sampler_cells
 from .sections import (ablation_section, cross_section, definitions, md_table, label_order, ridge_section,
                        sampler_section, within_section, write_csv)
+from .single_trials import single_trial_section
 
 def _dataset_section(root: str, group: list[Run], out: Path, seed: int | None, image_root: str | None,
                      tag: str, samplers: list[str] = (), sampler_steps: list[int] = ()) -> tuple[list[str], dict]:
@@ -100,8 +101,10 @@ def _dataset_section(root: str, group: list[Run], out: Path, seed: int | None, i
               "(Spearman-Brown corrected, equal halves), what a noise-free model could reach; metrics.json keeps "
               "the means (`r_across_images`, `r_across_images_fraction` = mean r / mean ceiling)."]
     lines += [f"\n![{name[:-4]}]({name})" for name in r_figures]
+    trial_lines, trial_rows = single_trial_section(group, out, tag)
+    lines += trial_lines
     return lines, {"within": within_rows, "cross": cross_rows, "ablation": ablation_rows, "samplers": sampler_rows,
-                   "runs": run_rows}
+                   "single_trials": trial_rows, "runs": run_rows}
 
 
 def build_report(runs: list[Path], out: Path, seed: int | None = None, image_root: str | None = None,
@@ -135,7 +138,8 @@ def build_report(runs: list[Path], out: Path, seed: int | None = None, image_roo
             + (f" seed={seed}" if seed is not None else "")
             + (f" samplers=[{','.join(samplers)}] sampler_steps=[{','.join(map(str, sampler_steps))}]"
                if samplers else "") + "`.", "", *definitions(out)]
-    parts: dict[str, list] = {"within": [], "cross": [], "ablation": [], "samplers": [], "runs": []}
+    parts: dict[str, list] = {"within": [], "cross": [], "ablation": [], "samplers": [], "single_trials": [],
+                              "runs": []}
     for key in keys:
         description, root = key
         tag = "" if len(groups) == 1 else f"{Path(root).name}-{short_hash(key)}_"
@@ -146,7 +150,7 @@ def build_report(runs: list[Path], out: Path, seed: int | None = None, image_roo
     text += eval_section(eval_dirs, out)
     text += loop_section(loop_dirs, out, skipped)
     files = ["`within_subject.csv`", "`cross_subject.csv`"]
-    files += [f"`{name}.csv`" for name in ("ablation", "samplers") if parts[name]]
+    files += [f"`{name}.csv`" for name in ("ablation", "samplers", "single_trials") if parts[name]]
     text += ["", "## Runs", "",
              "Commands rebuilt from each run's encoder/config.yaml against today's configs (add the run's "
              "`dataset=...` and `dataset.image_root=...` when they were not the defaults).", "",
@@ -155,7 +159,7 @@ def build_report(runs: list[Path], out: Path, seed: int | None = None, image_roo
              f"`{CACHE}/` (cached re-evaluations: delete it to regenerate)."] if train_runs else []
     write_csv(out / "within_subject.csv", parts["within"])
     for name, rows in (("cross_subject", parts["cross"]), ("ablation", parts["ablation"]),
-                       ("samplers", parts["samplers"])):
+                       ("samplers", parts["samplers"]), ("single_trials", parts["single_trials"])):
         if rows:
             write_csv(out / f"{name}.csv", rows)
         else:  # no stale table from an earlier build
