@@ -39,13 +39,13 @@ eval: $(STAMP)
 	$(BIN)/psim-eval dataset.root=outputs/synth dataset.subject=2 out=outputs/eval/sub-02
 
 # The example evaluation report: train every encoder row of bench/encoder_table.py on the synthetic
-# EEG default and mean_erp, ridge and the default DiT on the synthetic MEG (both subjects each), then
+# EEG default and mean_erp, ridge, dit_residual and the DiT alone on the synthetic MEG (both subjects each), then
 # build outputs/report/report.md from those runs.
 report: $(STAMP)
 	$(BIN)/python -c "import sys; from prosthesis_sim.data.synth import is_complete; sys.exit(not is_complete('outputs/synth'))" || $(BIN)/psim-synth out=outputs/synth
 	$(BIN)/python -c "import sys; from prosthesis_sim.data.synth import is_complete; sys.exit(not is_complete('outputs/synth_meg'))" || $(BIN)/psim-synth out=outputs/synth_meg modality=meg
 	$(BIN)/python bench/encoder_table.py dataset.root=outputs/synth
-	$(BIN)/python bench/encoder_table.py dataset=things_meg dataset.root=outputs/synth_meg "rows=mean_erp;ridge;dit (default"
+	$(BIN)/python bench/encoder_table.py dataset=things_meg dataset.root=outputs/synth_meg "rows=mean_erp;ridge;dit_residual;dit (x0"
 	$(BIN)/psim-report runs=outputs/table out=outputs/report
 
 # Wheels that the lent GPU machine's image lacks (it has CUDA torch, numpy, scipy, scikit-image,

@@ -14,7 +14,7 @@ from prosthesis_sim.checkpoint import load_component
 from prosthesis_sim.evaluate import load_test_images
 from prosthesis_sim.report import dataset_config, evaluate_sampler, load_dataset
 
-KEYS = ("mse", "pcc", "top1", "top5")
+KEYS = ("mse", "pcc", "r_across_images", "top1", "top5")
 
 
 def main(args: list[str]) -> None:

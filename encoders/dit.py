@@ -169,22 +169,21 @@ class DiT(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """All initialisation in one place, as DiT does: Xavier-uniform linear and attention projections
-        with zero biases, unit LayerNorms,
-        N(0, 0.02) for the timestep MLP, and zeros where a block must start as the identity: the adaLN
-        modulation (gates 0), every cross-attention output projection (so the image enters through
-        learned, not random, paths) and the final layer and skip gain (the first prediction is 0)."""
-        def basic(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.MultiheadAttention):  # its packed q/k/v projection is not an nn.Linear
+        """All initialisation in one place, as DiT does: every layer its PyTorch default (unit
+        LayerNorms, Kaiming-uniform linear and attention projections), N(0, 0.02) for the timestep
+        MLP, and zeros where a block must start as the identity: the adaLN modulation (gates 0), every
+        cross-attention output projection (so the image enters through learned, not random, paths) and
+        the final layer and skip gain (the first prediction is 0). DiT's Xavier-uniform linear layers
+        were tried and learned less here (README, "Regression plus diffusion")."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.LayerNorm)):
+                module.reset_parameters()
+            elif isinstance(module, nn.MultiheadAttention):  # as its constructor: Xavier q/k/v, zero biases
                 nn.init.xavier_uniform_(module.in_proj_weight)
                 nn.init.zeros_(module.in_proj_bias)
-            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
-                module.reset_parameters()
-        self.apply(basic)
+        for module in self.modules():  # after the loop above, which reset the projections' biases
+            if isinstance(module, nn.MultiheadAttention):
+                nn.init.zeros_(module.out_proj.bias)
         for layer in self.t_embed.mlp:
             if isinstance(layer, nn.Linear):
                 nn.init.normal_(layer.weight, std=0.02)
