@@ -178,6 +178,22 @@ class SampleClip:
 _END = object()
 
 
+def put_drop_oldest(q: queue.Queue, item) -> int:
+    """Put ``item`` without blocking, dropping the oldest items while ``q`` is full (a camera's rule:
+    the newest frame wins); returns how many were dropped."""
+    dropped = 0
+    while True:
+        try:
+            q.put_nowait(item)
+            return dropped
+        except queue.Full:
+            try:
+                q.get_nowait()
+                dropped += 1
+            except queue.Empty:
+                pass
+
+
 class FrameGrabber:
     """Reads a source in a background thread into a queue of ``queue_size`` frames.
 
@@ -235,16 +251,7 @@ class FrameGrabber:
                 except queue.Full:
                     continue
             return
-        while True:
-            try:
-                self.queue.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    self.queue.get_nowait()
-                    self.dropped += 1
-                except queue.Empty:
-                    pass
+        self.dropped += put_drop_oldest(self.queue, item)
 
     def _run(self) -> None:
         fps = getattr(self.source, "fps", None)

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
+from ..sources import put_drop_oldest
+
 log = logging.getLogger(__name__)
 
 
@@ -48,16 +50,7 @@ class BrowserSource:
         if self._ended.is_set():
             return
         self.received += 1
-        while True:
-            try:
-                self._inbox.put_nowait(jpeg)
-                return
-            except queue.Full:
-                try:
-                    self._inbox.get_nowait()
-                    self.lost += 1
-                except queue.Empty:
-                    pass
+        self.lost += put_drop_oldest(self._inbox, jpeg)
 
     def end(self, reason: str | None = None) -> None:
         """No more frames: the iteration ends (the page's stop button says why; the loop stopping does not)."""
