@@ -42,6 +42,8 @@ from prosthesis_sim.data.regions import region_ids
 from prosthesis_sim.features.cache import cached_features, features_for_images
 from prosthesis_sim.features.progress import progress
 
+from .residual import residual_gain, validation_split
+
 log = logging.getLogger(__name__)
 
 # Token arrays larger than this stay memory-mapped during training and are read batch by batch
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 STREAM_TOKENS_BYTES = 2 << 30
 STAT_CHUNK = 64  # images per chunk when computing statistics of a streamed array
 
+VALIDATION_SAMPLES = 8  # draws averaged into the residual mean when residual_gain='auto' sets the gain
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
 # How the sampler spreads its steps over the training timesteps (diffusers' ``timestep_spacing``).
 # "trailing" starts at t = T-1 for any number of steps (Lin et al. 2024, "Common diffusion noise
@@ -147,6 +150,8 @@ class DiffusionEncoder:
         device: str = "auto",
         fp16: bool = True,
         mean_model=None,
+        residual_gain: float | str = 1.0,
+        validation_fraction: float = 0.1,
         whiten: bool = False,
     ):
         if sampler not in SAMPLERS:
@@ -155,6 +160,11 @@ class DiffusionEncoder:
             raise ValueError(f"encoder.prediction_type must be epsilon, sample or v_prediction, got {prediction_type!r}")
         if timestep_spacing not in TIMESTEP_SPACINGS:
             raise ValueError(f"encoder.timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
+        if residual_gain != "auto" and not (isinstance(residual_gain, (int, float)) and residual_gain >= 0):
+            raise ValueError(f"encoder.residual_gain must be 'auto' or a number >= 0, got {residual_gain!r}")
+        if residual_gain == "auto" and mean_model is None:
+            raise ValueError("encoder.residual_gain='auto' validates what the diffusion adds to encoder.mean_model; "
+                             "set a mean_model (e.g. encoder=dit_residual) or a number")
         if inputs not in ("tokens", "pooled"):
             raise ValueError(f"encoder.inputs must be 'tokens' or 'pooled', got {inputs!r}")
         check = getattr(getattr(denoiser, "func", None), "check_settings", None)  # a partial config
@@ -184,6 +194,12 @@ class DiffusionEncoder:
         # structure). None: diffusion on the signal itself.
         self.mean_model = mean_model
         self.residual_scale = 1.0
+        # The share of the diffusion's residual mean in the expected response (encoders/residual.py):
+        # a number, or 'auto': decided on held-out training concepts (validation_fraction of them, left
+        # out of the diffusion's training), so ridge + g * residual is no worse than ridge where it counts.
+        self.residual_gain_setting, self.validation_fraction = residual_gain, float(validation_fraction)
+        self.residual_gain = 1.0 if residual_gain == "auto" else float(residual_gain)
+        self.gain_validation: dict = {}
         # Spatial whitening of the diffusion target (ZCA with its Ledoit-Wolf training covariance),
         # undone after sampling: the network's errors are then relative to each spatial direction's
         # own variance, so low-variance directions of the measured noise are not swamped by them.
@@ -214,6 +230,30 @@ class DiffusionEncoder:
             self.dims["sensor_positions"] = sensor_positions  # saved with the weights, so a load rebuilds it
         self.model = self.make_denoiser(**self.dims).to(self.device)
 
+    def build_untrained(self, n_channels: int, n_times: int, n_tokens: int, token_dim: int, pooled_dim: int,
+                        norm: Normalizer, region_ids: list[int] | None = None,
+                        sensor_positions: list[list[float]] | None = None) -> None:
+        """A ready-to-sample encoder of the given shapes with its initial weights and identity feature
+        statistics, without data: for speed benchmarks (bench/gpu.py) and smoke tests, which need the
+        real sampling path at real sizes, not a fitted model. ``n_tokens`` / ``token_dim`` are the
+        conditioning tokens as the denoiser sees them (with ``inputs='pooled'``: 1 x pooled_dim)."""
+        raw_dim = token_dim if self.inputs == "tokens" else 1
+        self.token_mean, self.token_std = np.zeros(raw_dim, np.float32), np.ones(raw_dim, np.float32)
+        self.pooled_mean, self.pooled_std = np.zeros(pooled_dim, np.float32), np.ones(pooled_dim, np.float32)
+        self.norm = norm
+        self._build(n_channels, n_times, n_tokens, token_dim, pooled_dim, region_ids, sensor_positions)
+        self.model.eval()
+
+    def diffusion_loss(self, net: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                       tokens: torch.Tensor, pooled: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The training loss of one batch: ``x0`` noised to step ``t``, the denoiser's prediction (under
+        fp16 autocast where the encoder uses it) against the prediction type's target. ``fit`` uses it;
+        so does bench/gpu.py's training-step timing."""
+        xt = self.noise_scheduler.add_noise(x0, noise, t)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            pred = net(xt, t, tokens, pooled).float()
+        return torch.nn.functional.mse_loss(pred, self._target(x0, noise, t), reduction=reduction)
+
     # -- training -----------------------------------------------------------------------------------
     def fit(self, data) -> None:
         ctx, joined = distributed.setup(self.device)
@@ -242,9 +282,12 @@ class DiffusionEncoder:
         self.pooled_mean, self.pooled_std = feats.pooled.mean(0), feats.pooled.std(0) + 1e-6
         self.norm = data.normalizer
         n_img, n_rep, n_ch, n_t = data.train.shape
-        target = self.norm(data.train)
+        rows, held = np.arange(n_img), None  # images the diffusion trains on; held out to set the gain
+        if self.residual_gain_setting == "auto":
+            rows, held = validation_split(data.train_concepts, n_img, self.validation_fraction, self.seed)
+        target = self.norm(data.train[rows])
         if mean_z is not None:
-            target = target - mean_z[:, None]
+            target = target - mean_z[rows, None]
             self.residual_scale = float(target.std()) or 1.0
             target = target / self.residual_scale
             log.info("residual diffusion: %s leaves a residual of std %.3f (z units)",
@@ -252,7 +295,7 @@ class DiffusionEncoder:
         if self.whiten:
             white, self.colour = _zca(target)
             target = np.einsum("ij,nrjt->nrit", white, target).astype(np.float32)
-        y = torch.as_tensor(target.reshape(n_img * n_rep, n_ch, n_t), device=self.device)
+        y = torch.as_tensor(target.reshape(len(rows) * n_rep, n_ch, n_t), device=self.device)
         if stream:
             pooled = self._tensor((feats.pooled - self.pooled_mean) / self.pooled_std)
             tokens_of = lambda img: self._read_tokens(raw, img)
@@ -261,7 +304,7 @@ class DiffusionEncoder:
             tokens, pooled = self._cond(feats)
             tokens_of = lambda img: tokens[img]
             n_tokens, token_dim = tokens.shape[1:]
-        img_index = torch.arange(n_img, device=self.device).repeat_interleave(n_rep)
+        img_index = torch.as_tensor(rows, device=self.device).repeat_interleave(n_rep)
         self._build(n_ch, n_t, n_tokens, token_dim, pooled.shape[-1], _region_ids(data.ch_names),
                     _sensor_positions(data.info))
         model = self.model.train()
@@ -326,17 +369,14 @@ class DiffusionEncoder:
                 idx = idx[mine]
                 noise, t, drop = (a[mine].to(self.device) for a in (noise, t, drop))
                 x0, img = y[idx], img_index[idx]
-                xt = self.noise_scheduler.add_noise(x0, noise, t)
                 tok, pool = tokens_of(img), pooled[img]
                 tok = torch.where(drop[:, None, None], torch.zeros_like(tok), tok)
                 pool = torch.where(drop[:, None], torch.zeros_like(pool), pool)
                 self.rank_samples += len(idx) if weight else 0
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                    pred = ddp(xt, t, tok, pool).float()
                 if ctx.world == 1:
-                    loss = torch.nn.functional.mse_loss(pred, self._target(x0, noise, t))
+                    loss = self.diffusion_loss(ddp, x0, noise, t, tok, pool)
                 else:  # DDP averages gradients over processes: scale so that equals the global batch mean
-                    loss = (torch.nn.functional.mse_loss(pred, self._target(x0, noise, t), reduction="sum")
+                    loss = (self.diffusion_loss(ddp, x0, noise, t, tok, pool, reduction="sum")
                             * (weight * ctx.world / (n * n_ch * n_t)))
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -360,13 +400,32 @@ class DiffusionEncoder:
         self.train_seconds = before + time.perf_counter() - started  # every session of a resumed run
         self.model.load_state_dict(ema.module.state_dict())
         self.model.eval()
+        if held is not None:
+            self._set_gain(feats, data, held)
+
+    def _set_gain(self, feats, data, held: np.ndarray) -> None:
+        """``residual_gain='auto'``: the gain of the residual mean (its one-step estimate, averaged over
+        VALIDATION_SAMPLES draws) against the held-out images' measured residuals from the mean model's
+        leave-one-out predictions (encoders/residual.py)."""
+        loo = getattr(self.mean_model, "held_out_predictions", None)
+        if loo is None:
+            raise ValueError(f"residual_gain='auto' needs a mean_model with held_out_predictions() (predictions of "
+                             f"each training image by a fit without it); {type(self.mean_model).__name__} has none")
+        observed = self.norm(data.train_average()[held]) - loo()[held]
+        predicted = self.residual_scale * self._coloured(
+            self._samples(feats[held], self.seed, None, VALIDATION_SAMPLES, steps=1).mean(axis=1))
+        self.gain_validation = {"held_out_images": int(len(held)), **residual_gain(predicted, observed)}
+        self.residual_gain = self.gain_validation["gain"]
+        log.info("residual gain %.3f (held-out images %d: r %.3f, MSE %.4f -> %.4f)", self.residual_gain, len(held),
+                 self.gain_validation["r"], self.gain_validation["mse_regression"], self.gain_validation["mse_with_gain"])
 
     def _fingerprint(self, data) -> str:
         """What a resumed run must share with the run it continues: settings, shapes and data."""
         keep = {k: v for k, v in self.train_cfg.items() if k not in ("checkpoint_dir", "checkpoint_every", "resume")}
         # skip private keys: "_use_default_values" is a set, listed in a different order by each process
         sched = {k: v for k, v in self.noise_scheduler.config.items() if not k.startswith("_")}
-        text = json.dumps([keep, sched, self.dims, self.inputs, self.seed,
+        text = json.dumps([keep, sched, self.dims, self.inputs, self.seed, self.residual_gain_setting,
+                           self.validation_fraction,
                            self.features.cache_id, data.signature()], sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()
 
@@ -423,18 +482,25 @@ class DiffusionEncoder:
         evaluated signal, and an unchanged scene an unchanged signal, while a changed frame gets fresh
         noise (averaged over ``n_samples``). One noise for every frame is a call with ``keys=[0]``.
         """
+        if self.mean_model is not None and self.residual_gain == 0.0:
+            return self.norm.inverse(self._mean_of(feats))  # validated gain 0: the regression's mean, no sampling
         z = self._coloured(self._samples(feats, seed, keys, self.n_samples).mean(axis=1))
         if self.mean_model is not None:
-            z = self._mean_of(feats) + self.residual_scale * z
+            z = self._mean_of(feats) + self.residual_gain * self.residual_scale * z
         return self.norm.inverse(z)
 
     def sample_trials_from_features(self, feats, n_trials: int, seed: int | None = None,
                                     keys: Sequence | None = None) -> np.ndarray:
         """Single trials (n_images, n_trials, channels, times): ``n_trials`` samples per image, not
         averaged (with ``mean_model``, its prediction plus each residual sample). The noise follows the
-        rules of ``generate_from_features``; trial r of an image is its r-th sample."""
+        rules of ``generate_from_features``; trial r of an image is its r-th sample. With a residual gain
+        g != 1 the samples are moved by (g - 1) x the residual mean estimate of ``generate``, so the
+        trials vary around the expected response that ``generate`` returns."""
         z = self._coloured(self._samples(feats, seed, keys, int(n_trials), steps=self.trial_steps))
         if self.mean_model is not None:
+            if self.residual_gain != 1.0:
+                z = z + (self.residual_gain - 1.0) * self._coloured(
+                    self._samples(feats, seed, keys, self.n_samples).mean(axis=1))[:, None]
             z = self._mean_of(feats)[:, None] + self.residual_scale * z
         return self.norm.inverse(z)
 
@@ -532,7 +598,8 @@ class DiffusionEncoder:
         if self.mean_model is not None:
             mean_arrays, mean_meta = self.mean_model.state()
             arrays.update({f"mean_model.{k}": v for k, v in mean_arrays.items()})
-            meta.update(mean_model=mean_meta, residual_scale=self.residual_scale)
+            meta.update(mean_model=mean_meta, residual_scale=self.residual_scale, residual_gain=self.residual_gain,
+                        gain_validation=self.gain_validation)
         if self.colour is not None:
             arrays["colour"] = self.colour
         if hasattr(self, "world_size"):  # how the last fit() ran: processes, and signals seen by the main one
@@ -549,6 +616,8 @@ class DiffusionEncoder:
             self.mean_model.load_state({k.removeprefix("mean_model."): v for k, v in arrays.items()
                                         if k.startswith("mean_model.")}, meta["mean_model"])
             self.residual_scale = float(meta["residual_scale"])
+            self.residual_gain = float(meta.get("residual_gain", 1.0))  # saved before the gain existed: 1
+            self.gain_validation = dict(meta.get("gain_validation", {}))
         if self.whiten != ("colour" in arrays):
             raise ValueError(f"encoder.whiten={self.whiten}, but the saved weights were fitted with whiten="
                              f"{'colour' in arrays}")

@@ -41,6 +41,19 @@ def design_matrix(feats, inputs: str) -> np.ndarray:
     return np.concatenate(parts[inputs], axis=1).astype(np.float64)
 
 
+def leave_one_out(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Exact leave-one-out predictions of ridge with an unpenalised intercept (as RidgeCV fits it):
+    y - (y - yhat) / (1 - h_ii), with the hat matrix 11'/n + Xc (Xc'Xc + alpha I)^-1 Xc' from the SVD
+    of the centred design (n x n work, whatever the number of targets)."""
+    xc = x - x.mean(0)
+    u, s, _ = np.linalg.svd(xc, full_matrices=False)
+    shrink = s ** 2 / (s ** 2 + alpha)
+    y_mean = y.mean(0)
+    fitted = y_mean + (u * shrink) @ (u.T @ (y - y_mean))
+    h = 1.0 / len(x) + (u ** 2 * shrink).sum(1)
+    return y - (y - fitted) / (1.0 - h)[:, None]
+
+
 class RidgeEncoder:
     """Ridge from features to signals. ``inputs='auto'`` is resolved once, at fit, from the shapes the
     extractor gives (``feature_shapes``); when it resolves to 'pooled' (CLIP) the token sequence is
@@ -62,11 +75,21 @@ class RidgeEncoder:
         self.norm = data.normalizer
         n, reps = data.train.shape[:2]
         y = self.norm(data.train_average()).reshape(n, -1)
-        model = RidgeCV(alphas=self.alphas).fit((x - self.x_mean) / self.x_std, y)
+        xs = (x - self.x_mean) / self.x_std
+        model = RidgeCV(alphas=self.alphas).fit(xs, y)
         self.alpha = float(model.alpha_)
         self.coef = model.coef_.T.astype(np.float32)  # (d, n_channels * n_times)
         self.intercept = model.intercept_.astype(np.float32)
         self.shape = data.signal_shape
+        self._held_out = leave_one_out(xs, y, self.alpha).astype(np.float32).reshape(n, *self.shape)
+
+    def held_out_predictions(self) -> np.ndarray:
+        """z-scored predictions (n_train, channels, times) of each training image by the ridge fitted
+        without it (exact leave-one-out): what the regression would say of an unseen image, for models
+        that validate what they add to it (the diffusion encoder's ``residual_gain='auto'``)."""
+        if getattr(self, "_held_out", None) is None:
+            raise RuntimeError("RidgeEncoder.held_out_predictions needs fit() in this session (they are not saved)")
+        return self._held_out
 
     def _tokens(self) -> bool:
         """Whether the design matrix needs the token sequence (else pooled vectors only are computed)."""
