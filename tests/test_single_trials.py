@@ -47,6 +47,17 @@ def test_same_process_is_indistinguishable_and_a_different_one_is_not(measured, 
     assert white["two_sample_accuracy"] > 0.9  # white-in-time noise: a different spectrum
     assert same["log_spectral_distance_db"] < 1.0 < stronger_alpha["log_spectral_distance_db"]
     assert same["covariance_distance"] < stronger_alpha["covariance_distance"]
+    # what gives them away: a rhythm's power, not the waveforms
+    assert stronger_alpha["two_sample_band_power"] > 0.7 > stronger_alpha["two_sample_waveform"]
+
+
+def test_the_feature_blocks_tell_waveforms_from_power(measured, spatial):
+    shifted = brain_like(1)
+    shifted[..., 20:40] += 3.0  # every trial carries an extra deflection: a waveform difference only
+    res = st.realism(shifted, measured, spatial, SFREQ)
+    assert res["two_sample_waveform"] > 0.9 and res["two_sample_accuracy"] > 0.9
+    with pytest.raises(ValueError, match="blocks must be one of"):
+        st.two_sample_accuracy(shifted, measured, spatial, SFREQ, blocks="spectra")
 
 
 def test_identical_trials_have_zero_distances(measured):

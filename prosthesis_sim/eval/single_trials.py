@@ -13,7 +13,9 @@ finite number of trials):
   accuracy of a logistic regression telling generated from measured trials, on what an M/EEG
   researcher would look at (the trial's leading spatio-temporal components and the log band power of
   spatial components). 0.5: indistinguishable. Folds are grouped by image, so no image is in the
-  training and the test fold at once.
+  training and the test fold at once. The same test on each block of features alone
+  (``two_sample_waveform``, ``two_sample_band_power``) says what gives generated trials away: their
+  waveforms (evoked response, its variability) or the power of their rhythms.
 
 Baselines (``gaussian_trials``): a deterministic encoder's mean plus Gaussian noise with the training
 noise covariance, either spatial only (white in time, what ``mne.compute_covariance`` estimates) or
@@ -92,10 +94,16 @@ def spatial_components(train_trials: np.ndarray, n: int = 8) -> np.ndarray:
     return PCA(n_components=min(n, x.shape[1]), random_state=0).fit(x).components_
 
 
+BLOCKS = ("both", "waveform", "band_power")
+
+
 def two_sample_accuracy(generated: np.ndarray, measured: np.ndarray, spatial: np.ndarray, sfreq: float,
-                        folds: int = 5, seed: int = 0) -> float:
+                        folds: int = 5, seed: int = 0, blocks: str = "both") -> float:
     """Cross-validated accuracy of telling ``generated`` from ``measured`` trials (0.5: indistinguishable).
-    Both are (n_images, n_trials, channels, times) for the same images; folds are grouped by image."""
+    Both are (n_images, n_trials, channels, times) for the same images; folds are grouped by image.
+    ``blocks``: the features the classifier sees (BLOCKS)."""
+    if blocks not in BLOCKS:
+        raise ValueError(f"two_sample_accuracy: blocks must be one of {BLOCKS}, got {blocks!r}")
     n_img = measured.shape[0]
     if generated.shape[0] != n_img:
         raise ValueError(f"two_sample_accuracy: {generated.shape[0]} generated images, {n_img} measured")
@@ -109,6 +117,8 @@ def two_sample_accuracy(generated: np.ndarray, measured: np.ndarray, spatial: np
         ("waveform", make_pipeline(StandardScaler(), PCA(n_components=n_comp, random_state=seed)),
          slice(0, wave.shape[1])),
         ("band_power", StandardScaler(), slice(wave.shape[1], feats.shape[1]))])
+    if blocks != "both":
+        columns.set_params(**{"waveform" if blocks == "band_power" else "band_power": "drop"})
     clf = make_pipeline(columns, StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     cv = StratifiedGroupKFold(n_splits=min(folds, n_img), shuffle=True, random_state=seed)
     return float(cross_val_score(clf, feats, labels, groups=groups, cv=cv).mean())
@@ -150,7 +160,9 @@ def realism(generated: np.ndarray, measured: np.ndarray, spatial: np.ndarray, sf
         raise ValueError(f"generated trials have shape {generated.shape[2:]} per trial, measured {measured.shape[2:]}")
     return {"log_spectral_distance_db": log_spectral_distance(generated, measured, sfreq),
             "covariance_distance": covariance_distance(generated, measured),
-            "two_sample_accuracy": two_sample_accuracy(generated, measured, spatial, sfreq, seed=seed)}
+            "two_sample_accuracy": two_sample_accuracy(generated, measured, spatial, sfreq, seed=seed),
+            **{f"two_sample_{b}": two_sample_accuracy(generated, measured, spatial, sfreq, seed=seed, blocks=b)
+               for b in BLOCKS[1:]}}
 
 
 def measured_reference(measured: np.ndarray, spatial: np.ndarray, sfreq: float, seed: int = 0) -> dict:

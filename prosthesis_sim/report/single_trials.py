@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 
 from .sections import md_table  # noqa: E402
 
-COLUMNS = ("log_spectral_distance_db", "covariance_distance", "two_sample_accuracy")
+COLUMNS = ("log_spectral_distance_db", "covariance_distance", "two_sample_accuracy", "two_sample_waveform",
+           "two_sample_band_power")  # the last two: runs from before they existed show "-" 
 
 
 def single_trial_figure(npz: Path, title: str) -> plt.Figure:
@@ -58,7 +59,8 @@ def single_trial_section(runs, out: Path, tag: str) -> tuple[list[str], list[dic
              "generated trials per test image as were measured, against the measured test trials, in z units. "
              "Log-spectral distance (dB, RMS over frequencies, mean over channels), affine-invariant distance "
              "between noise covariances, and a classifier two-sample test (cross-validated accuracy of telling "
-             "generated from measured trials; 0.5 = indistinguishable). The reference row compares two halves of "
+             "generated from measured trials; 0.5 = indistinguishable), also on the waveforms or the band power "
+             "alone (what gives the trials away). The reference row compares two halves of "
              "the measured trials; the baselines add Gaussian noise with the training noise covariance (spatial, "
              "or spatial x temporal) to a regression's mean. Definitions: `prosthesis_sim/eval/single_trials.py`."]
     rows, table = [], []
@@ -66,10 +68,11 @@ def single_trial_section(runs, out: Path, tag: str) -> tuple[list[str], list[dic
         result = json.loads((Path(run.path) / "single_trials.json").read_text())
         for name, metrics in result["rows"].items():
             rows.append({"encoder": run.label, "subject": run.subject, "row": name, "run": str(run.path),
-                         **{k: metrics[k] for k in COLUMNS}})
-            table.append([run.label, run.subject, name, *(f"{metrics[k]:.3f}" for k in COLUMNS)])
+                         **{k: metrics.get(k) for k in COLUMNS}})
+            table.append([run.label, run.subject, name, *("-" if metrics.get(k) is None else f"{metrics[k]:.3f}"
+                                                           for k in COLUMNS)])
     lines += ["", md_table(["encoder", "subject", "trials", "log-spectral distance (dB)", "covariance distance",
-                            "two-sample accuracy"], table)]
+                            "two-sample accuracy", "waveforms only", "band power only"], table)]
     for run in runs:
         npz = Path(run.path) / "single_trials.npz"
         if npz.is_file():
