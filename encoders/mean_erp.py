@@ -10,6 +10,8 @@ import numpy as np
 
 
 class MeanERP:
+    image_independent = True  # the same signal for every image: the loop generates it once (protocols.py)
+
     def __init__(self) -> None:
         self.erp: np.ndarray | None = None
 

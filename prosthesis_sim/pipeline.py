@@ -160,7 +160,7 @@ def run_configured_loop(cfg) -> dict:
         loop, renderer = build_loop(cfg)
         return run_loop(loop, source, renderer, out, display=views, max_frames=cfg.loop.max_frames,
                         queue_size=cfg.loop.queue_size, realtime=cfg.loop.realtime, write_video=cfg.loop.video,
-                        stages=stages)
+                        stages=stages, evaluate=cfg.loop.get("evaluate", "auto"))
     finally:
         views.close()
 

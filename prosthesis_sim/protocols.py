@@ -59,6 +59,8 @@ class ImageToBrainEncoder(Protocol):
     ``generate`` returns the expected response (what the test average estimates). Optional, for
     encoders that model trial-to-trial variability (see :class:`TrialSampler`):
     ``sample_trials(images, n_trials, seed=None, paths=None) -> (n, n_trials, n_channels, n_times)``.
+    Optional, for encoders whose signal does not depend on the image (a floor such as the mean ERP):
+    ``image_independent = True`` (see :func:`is_image_independent`).
     """
 
     def fit(self, data) -> None: ...
@@ -77,6 +79,13 @@ class TrialSampler(Protocol):
 def can_sample_trials(encoder) -> bool:
     """Whether ``encoder`` draws single trials (single-trial realism applies only to those)."""
     return isinstance(encoder, TrialSampler)
+
+
+def is_image_independent(encoder) -> bool:
+    """Whether ``encoder.generate`` returns the same signal whatever the images (it declares
+    ``image_independent = True``, as the mean-ERP floor does). Why: the loop then generates and decodes
+    that signal once, when it is built, instead of once per frame."""
+    return getattr(encoder, "image_independent", False) is True
 
 
 @runtime_checkable
@@ -119,8 +128,19 @@ class PhospheneModel(Protocol):
     """Grey image in [0, 1] -> percept (h, w) in [0, 1], cropped to the implant's visual field.
 
     ``build()`` does all one-off work (model build, axon maps); calling the model must be cheap.
+    Optional, for models with temporal state (a percept depends on the frames before it): ``fork()``
+    returns the same built model with its own state, one per stream of frames; such a model whose
+    ``temporal`` attribute is None has its dynamics switched off (see :func:`has_temporal_state`).
     """
 
     def build(self) -> "PhospheneModel": ...
 
     def __call__(self, image: np.ndarray) -> np.ndarray: ...
+
+
+def has_temporal_state(model) -> bool:
+    """Whether a phosphene model's percept depends on the frames before (``fork()``, and a ``temporal``
+    attribute, when it has one, that is not None). Why: a stateless model gives the same percept for the
+    same image, so the loop computes a constant floor's percept once; a temporal one must see every frame
+    of a stream, in order."""
+    return callable(getattr(model, "fork", None)) and getattr(model, "temporal", True) is not None

@@ -54,12 +54,18 @@ def test_loop_headless_on_video(video, synth_root, tmp_path, monkeypatch):
     run = tmp_path / "run"
     assert json.loads((run / "summary.json").read_text()) == summary
     assert summary["frames"] == 9 and summary["dropped_frames"] == 0
+    # loop.evaluate=auto: a file processed frame by frame evaluates every frame (reproducible means)
+    assert summary["evaluation"] == "every" and summary["evaluated_frames"] == 9
     lat = summary["median_latency_ms"]
-    assert set(lat) == {"encode", "decode", "phosphene", "evaluate", "loop", "total"}
+    assert set(lat) == {"encode", "decode", "phosphene", "loop", "evaluate", "panel", "total"}
     assert lat["loop"] <= lat["total"] and lat["encode"] <= lat["loop"]
+    assert summary["loop_fps"] == pytest.approx(1000 / lat["loop"])
     lines = [json.loads(line) for line in (run / "frames.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in lines] == list(range(9))
-    assert set(lines[0]["scores"]) == {f"{p}_{s}" for p in ("path", "floor", "ceiling") for s in ("ssim", "pearson")}
+    evaluated = [r for r in lines if r["evaluated"]]
+    assert len(evaluated) == summary["evaluated_frames"] and lines[-1]["evaluated"]  # the newest, at the end
+    assert set(evaluated[0]["scores"]) == {f"{p}_{k}" for p in ("path", "floor", "ceiling")
+                                           for k in ("ssim", "pearson")}
     # the frame itself on the implant must resemble the frame more than a constant percept does
     ms = summary["mean_scores"]
     assert ms["ceiling"]["pearson"] > ms["floor"]["pearson"] + 0.2
@@ -70,11 +76,16 @@ def test_loop_headless_on_video(video, synth_root, tmp_path, monkeypatch):
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     ok, panel = cap.read()
     size = cfg.loop.panel_size
-    assert ok and n == 9 and panel.shape[1] == 5 * size and panel.shape[0] > size  # five captioned panels
+    assert ok and n == summary["evaluated_frames"] and panel.shape[1] == 5 * size and panel.shape[0] > size  # five
 
     # a second run elsewhere, sampling differently, reuses every cached fit (as psim-loop after make demo)
     def no_refit(self, data):
         raise AssertionError(f"{type(self).__name__} was fitted again")
+
+    # the mean-ERP floor is the same for every frame: generated once, when the loop is built
+    calls = []
+    generate = MeanERP.generate
+    monkeypatch.setattr(MeanERP, "generate", lambda self, *a, **k: calls.append(1) or generate(self, *a, **k))
 
     for cls in (DiffusionEncoder, MeanERP, RidgePixels):
         monkeypatch.setattr(cls, "fit", no_refit)
@@ -84,6 +95,23 @@ def test_loop_headless_on_video(video, synth_root, tmp_path, monkeypatch):
     loop, _ = build_loop(again)
     assert (loop.encoder.sampler, loop.encoder.sampling_steps, loop.encoder.n_samples) == ("dpmsolver++", 3, 1)
     assert run_configured_loop(again)["frames"] == 2
+    assert len(calls) == 2  # one per build (build_loop above, and the run's): none per frame
+
+
+def test_the_floor_and_the_phosphene_models_declare_what_the_loop_does_once():
+    """MeanERP declares that its signal does not depend on the image; a phosphene model's temporal state
+    is read from ``fork()`` and its ``temporal`` attribute (prosthesis_sim.protocols)."""
+    from prosthesis_sim.phosphenes.torch_renderer import TorchPhospheneModel
+    from prosthesis_sim.protocols import has_temporal_state, is_image_independent
+
+    assert is_image_independent(MeanERP()) and not is_image_independent(RidgePixels)
+    assert not is_image_independent(DiffusionEncoder)
+    stateless = TorchPhospheneModel.__new__(TorchPhospheneModel)
+    stateless.temporal = None
+    temporal = TorchPhospheneModel.__new__(TorchPhospheneModel)
+    temporal.temporal = object()
+    assert not has_temporal_state(stateless) and has_temporal_state(temporal)
+    assert not has_temporal_state(lambda img: img)  # no fork(): stateless
 
 
 def tiny_training(decoder_cfg) -> list[str]:

@@ -1,4 +1,6 @@
-"""The loop never loses its outputs: signals, sources that end or fail, failed starts, dropped frames, memory.
+"""The loop never loses its outputs: signals, sources that end or fail, failed starts, dropped frames, memory;
+and its evaluation runs off the loop's thread: frame-independent work once, a slow evaluation never holds
+the loop up, an error in it surfaces, and the outputs agree however the run ends.
 
 Most tests drive ``run_loop`` with cheap stand-in stages (no model is fitted); the command-line tests
 send SIGINT and SIGTERM to a real ``psim-loop`` and read its video back.
@@ -16,9 +18,10 @@ import cv2
 import numpy as np
 import pytest
 
-from prosthesis_sim.errors import SourceError
-from prosthesis_sim.loop import ClosedLoop, Quantiles, RunningSummary, run_loop
+from prosthesis_sim.errors import PsimError, SourceError
+from prosthesis_sim.loop import BACKLOG, ClosedLoop, Quantiles, RunningSummary, run_loop
 from prosthesis_sim.render import PanelRenderer
+from prosthesis_sim.scores import to_grey
 
 BIN = Path(sys.executable).parent
 
@@ -87,12 +90,34 @@ def outputs(run) -> tuple[dict, list[dict]]:
     return summary, [json.loads(line) for line in (run / "frames.jsonl").read_text().splitlines()]
 
 
+def check_agree(run, summary, video=True) -> list[dict]:
+    """summary.json, frames.jsonl and panels.mp4 of a finished run agree: a row per frame in order, scores
+    in exactly the evaluated rows, a panel per evaluated frame, the mean scores those rows' means."""
+    saved, lines = outputs(run)
+    assert saved == summary and len(lines) == summary["frames"] >= 1
+    assert [r["frame"] for r in lines] == sorted(r["frame"] for r in lines)
+    evaluated = [r for r in lines if r["evaluated"]]
+    assert all(("scores" in r) == r["evaluated"] for r in lines) and "NaN" not in (run / "frames.jsonl").read_text()
+    assert len(evaluated) == summary["evaluated_frames"] >= 1
+    assert summary["skipped_evaluations"] == summary["frames"] - summary["evaluated_frames"]
+    assert summary["mean_scores"]["path"]["pearson"] == pytest.approx(
+        np.mean([r["scores"]["path_pearson"] for r in evaluated]))
+    if video:
+        assert video_frames(run / "panels.mp4") == summary["evaluated_frames"]
+    assert not list(run.glob(".*partial*"))
+    return lines
+
+
 def test_file_source_processes_every_frame_by_default(small_data, renderer, tmp_path):
     """A 60-frame file at 200 fps through a slow loop: every frame, none dropped (pacing is opt-in)."""
     summary = run_loop(stand_in_loop(small_data, delay=0.01), Frames(60, fps=200.0), renderer, tmp_path)
     assert summary["frames"] == 60 and summary["dropped_frames"] == 0 and summary["stopped"] == "source ended"
-    assert video_frames(tmp_path / "panels.mp4") == 60
-    assert not list(tmp_path.glob(".*partial*"))
+    # loop.evaluate=auto: a file processed frame by frame is evaluated frame by frame too
+    assert summary["evaluation"] == "every" and summary["evaluated_frames"] == 60
+    assert [r["frame"] for r in check_agree(tmp_path, summary)] == list(range(60))
+    latest = run_loop(stand_in_loop(small_data), Frames(20), renderer, tmp_path / "latest", evaluate="latest")
+    assert latest["evaluation"] == "latest" and latest["frames"] == 20 and latest["evaluated_frames"] >= 1
+    check_agree(tmp_path / "latest", latest)
 
 
 def test_realtime_pacing_says_what_it_dropped(small_data, renderer, tmp_path, caplog):
@@ -113,9 +138,7 @@ def test_source_failing_mid_run_finishes_the_outputs(small_data, renderer, tmp_p
     summary = run_loop(stand_in_loop(small_data), Frames(10, fail_at=4), renderer, tmp_path)
     assert summary["frames"] == 4 and "source failed after 4 frames: camera unplugged" in summary["stopped"]
     assert "camera unplugged" in caplog.text
-    saved, lines = outputs(tmp_path)
-    assert saved == summary and [r["frame"] for r in lines] == [0, 1, 2, 3]
-    assert video_frames(tmp_path / "panels.mp4") == 4
+    assert [r["frame"] for r in check_agree(tmp_path, summary)] == [0, 1, 2, 3]
 
 
 def test_failed_start_leaves_the_earlier_run_intact(small_data, renderer, tmp_path):
@@ -126,23 +149,156 @@ def test_failed_start_leaves_the_earlier_run_intact(small_data, renderer, tmp_pa
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing new, nothing truncated
 
 
-def test_stage_failing_mid_run_keeps_the_frames_done(small_data, renderer, tmp_path):
-    loop = stand_in_loop(small_data)
+def flaky(fail_after: int, what: str, delay: float = 0.0):
+    """The stand-in phosphene model, raising ``what`` from its (fail_after + 1)-th call."""
     calls = {"n": 0}
 
-    def flaky(img):
+    def model(img):
         calls["n"] += 1
-        if calls["n"] > 9:  # three phosphene calls a frame: frame 3 fails
-            raise ValueError("phosphene model broke")
+        time.sleep(delay)
+        if calls["n"] > fail_after:
+            raise ValueError(what)
         return phosphene(img)
+    return model
 
-    loop.phosphene = flaky
-    loop._streams = {"floor": flaky, "ceiling": flaky}
+
+def test_stage_failing_mid_run_keeps_the_frames_done(small_data, renderer, tmp_path):
+    loop = stand_in_loop(small_data)
+    loop.phosphene = flaky(3, "phosphene model broke")  # the loop's own stage: frame 3 fails
     with pytest.raises(ValueError, match="broke"):
         run_loop(loop, Frames(10), renderer, tmp_path)
-    summary, lines = outputs(tmp_path)
-    assert summary["frames"] == 3 == len(lines) and "phosphene model broke" in summary["stopped"]
-    assert video_frames(tmp_path / "panels.mp4") == 3
+    summary = outputs(tmp_path)[0]
+    assert summary["frames"] == 3 and "phosphene model broke" in summary["stopped"]
+    assert [r["frame"] for r in check_agree(tmp_path, summary)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("mode", ["every", "latest"])
+def test_an_evaluation_error_surfaces_with_the_frames_done(mode, small_data, renderer, tmp_path):
+    """The evaluation thread fails (the ceiling's phosphene stream at its third frame): the same error is
+    raised by run_loop, and the frames evaluated before it are written, consistent."""
+    loop = stand_in_loop(small_data, delay=0.01)  # a few evaluations happen before the third fails
+    loop._streams["ceiling"] = flaky(2, "ceiling stream broke", delay=0.05)
+    with pytest.raises(ValueError, match="^ceiling stream broke$"):
+        run_loop(loop, Frames(200), renderer, tmp_path, evaluate=mode)
+    summary = outputs(tmp_path)[0]
+    assert "error: ValueError: ceiling stream broke" == summary["stopped"] and summary["evaluated_frames"] == 2
+    assert summary["frames"] < 200  # it stopped the run
+    lines = check_agree(tmp_path, summary)
+    if mode == "every":
+        assert [r["frame"] for r in lines] == [0, 1]
+
+
+def test_an_evaluation_failing_at_once_writes_nothing(small_data, renderer, tmp_path):
+    """The first frame's evaluation fails: its error, with its type, and no outputs (as a failed start)."""
+    def broken(img):
+        raise PsimError("ceiling broke")
+
+    loop = stand_in_loop(small_data)
+    loop._streams["ceiling"] = broken
+    with pytest.raises(PsimError, match="^ceiling broke$"):
+        run_loop(loop, Frames(5), renderer, tmp_path, evaluate="every")
+    assert list(tmp_path.iterdir()) == []
+
+
+class Counting:
+    """Counts the calls of a stand-in stage (``image_independent`` as the mean-ERP floor declares it)."""
+
+    def __init__(self, stage, image_independent=False):
+        self.stage, self.calls = stage, 0
+        if image_independent:
+            self.image_independent = True
+
+    def generate(self, images, seed=0):
+        self.calls += 1
+        return self.stage.generate(images, seed=seed)
+
+    def __call__(self, img):
+        self.calls += 1
+        return self.stage(img)
+
+
+@pytest.mark.parametrize("independent", [True, False])
+def test_a_frame_independent_floor_is_made_once(independent, small_data, renderer, tmp_path):
+    """The mean-ERP floor's signal is the same for every frame: generated and decoded once, at build, and,
+    with a stateless phosphene model, its percept too; a floor that depends on the frame is made per frame."""
+    shape = small_data.signal_shape
+    floor, model = Counting(Encoder(*shape), image_independent=independent), Counting(phosphene)
+    loop = ClosedLoop(Encoder(*shape), floor, Decoder(), model, small_data.normalizer)
+    built = (floor.calls, model.calls)
+    summary = run_loop(loop, Frames(12), renderer, tmp_path, evaluate="every", write_video=False)
+    assert summary["frames"] == summary["evaluated_frames"] == 12
+    if independent:
+        assert built == (1, 1) and floor.calls == 1
+        assert model.calls == 1 + 12 + 12  # the floor once; path and ceiling per frame
+    else:
+        assert built == (0, 0) and floor.calls == 12 and model.calls == 3 * 12
+
+
+class Temporal:
+    """A phosphene model with temporal state: ``fork()`` gives each stream its own; it records what it saw."""
+
+    temporal = "on"
+
+    def __init__(self, name="path", delay=0.0):
+        self.name, self.delay, self.seen = name, delay, []
+
+    def fork(self):
+        twin = Temporal(f"fork{len(FORKS)}", self.delay)
+        FORKS.append(twin)
+        return twin
+
+    def __call__(self, img):
+        time.sleep(self.delay)
+        self.seen.append(float(np.mean(img)))
+        return phosphene(img)
+
+
+FORKS: list = []
+
+
+def test_a_temporal_model_sees_every_frame_in_every_stream(small_data, renderer, tmp_path):
+    """Frames whose evaluation is skipped still step a temporal model's floor and ceiling streams, in order."""
+    FORKS.clear()
+    shape = small_data.signal_shape
+    floor = Counting(Encoder(*shape), image_independent=True)
+    model = Temporal(delay=0.002)
+    loop = ClosedLoop(Encoder(*shape), floor, Decoder(), model, small_data.normalizer)
+    loop._streams["ceiling"].delay = 0.03  # a slow evaluation: frames are passed over
+    summary = run_loop(loop, Frames(40), renderer, tmp_path, write_video=False)
+    floor_stream, ceiling_stream = FORKS
+    assert summary["frames"] == 40 and floor.calls == 1  # the floor signal still once
+    assert len(model.seen) == len(floor_stream.seen) == len(ceiling_stream.seen) == 40
+    frames = list(Frames(40))
+    assert ceiling_stream.seen == [float(np.mean(to_grey(f))) for f in frames]  # every frame, in order
+    check_agree(tmp_path, summary, video=False)
+
+
+def test_the_loop_does_not_wait_for_a_slow_evaluation(small_data, renderer, tmp_path):
+    """An evaluation 100 times slower than the loop: the loop goes on (every frame gets its row and loop
+    latency), the frames passed over are counted, the newest frame is always evaluated at the end."""
+    loop = stand_in_loop(small_data)
+    loop._streams["ceiling"] = flaky(10**9, "", delay=0.15)
+    summary = run_loop(loop, Frames(60), renderer, tmp_path, evaluate="latest")
+    lat = summary["median_latency_ms"]
+    assert summary["frames"] == 60 and 1 <= summary["evaluated_frames"] <= 30 and summary["skipped_evaluations"] >= 30
+    assert lat["loop"] * 10 < lat["evaluate"] and summary["loop_fps"] > 10 * summary["evaluated_fps"]
+    lines = check_agree(tmp_path, summary)
+    assert lines[-1]["evaluated"] and all("encode_ms" in r["latency"] for r in lines)
+    assert all(set(r["latency"]) == {"encode_ms", "decode_ms", "phosphene_ms"} for r in lines if not r["evaluated"])
+    # evaluate="every": every frame evaluated, the loop held back to at most BACKLOG frames ahead
+    loop._streams["ceiling"] = flaky(10**9, "", delay=0.02)
+    summary = run_loop(loop, Frames(30), renderer, tmp_path / "every", evaluate="every", write_video=False)
+    assert summary["evaluated_frames"] == 30 and BACKLOG >= 1
+    check_agree(tmp_path / "every", summary, video=False)
+
+
+def test_every_frame_evaluation_matches_the_synchronous_step(small_data, renderer, tmp_path):
+    """The evaluation on its thread scores exactly what ``step`` (loop and evaluation on one thread) does."""
+    summary = run_loop(stand_in_loop(small_data), Frames(10), renderer, tmp_path, evaluate="every", write_video=False)
+    loop = stand_in_loop(small_data)
+    steps = [loop.step(f)["scores"] for f in Frames(10)]
+    lines = check_agree(tmp_path, summary, video=False)
+    assert [r["scores"] for r in lines] == steps
 
 
 def test_a_run_without_video_removes_an_earlier_video(small_data, renderer, tmp_path):
@@ -162,9 +318,7 @@ def test_a_signal_ends_the_run_with_complete_outputs(sig, small_data, renderer, 
     finally:
         timer.cancel()
     assert summary["stopped"] == signal.Signals(sig).name and 1 <= summary["frames"] < 100_000
-    saved, lines = outputs(tmp_path)
-    assert saved == summary and len(lines) == summary["frames"]
-    assert video_frames(tmp_path / "panels.mp4") == summary["frames"]
+    check_agree(tmp_path, summary)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
@@ -175,7 +329,26 @@ def test_a_second_signal_stops_inside_the_frame(small_data, renderer, tmp_path):
         t.start()
     summary = run_loop(loop, Frames(1000), renderer, tmp_path)
     assert "second signal" in summary["stopped"] and summary["frames"] >= 1
-    assert video_frames(tmp_path / "panels.mp4") == summary["frames"] == len(outputs(tmp_path)[1])
+    check_agree(tmp_path, summary)
+
+
+def test_a_signal_while_evaluating_every_frame_keeps_the_outputs_consistent(small_data, renderer, tmp_path):
+    """evaluate=every with a slow evaluation: the first signal stops the loop and the frames waiting are
+    evaluated; a second one, then, evaluates only the newest of them. Either way the outputs agree."""
+    loop = stand_in_loop(small_data)
+    loop._streams["ceiling"] = flaky(10**9, "", delay=0.4)  # BACKLOG frames waiting take seconds
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (1.5, 2.5)]
+    for t in timers:
+        t.start()
+    try:
+        summary = run_loop(loop, Frames(1000), renderer, tmp_path, evaluate="every")
+    finally:
+        for t in timers:
+            t.cancel()
+    stopped = summary["stopped"]
+    assert stopped.startswith("SIGINT") and ("second signal" in stopped or "while evaluating" in stopped), stopped
+    lines = check_agree(tmp_path, summary)
+    assert lines[-1]["evaluated"] and summary["frames"] < 1000
 
 
 def test_constant_frames_give_a_defined_summary(small_data, renderer, tmp_path):
@@ -185,7 +358,7 @@ def test_constant_frames_give_a_defined_summary(small_data, renderer, tmp_path):
         def __iter__(self):
             return iter([np.full((32, 32, 3), 100, np.uint8)] * 3)
 
-    summary = run_loop(stand_in_loop(small_data), Grey(), renderer, tmp_path, write_video=False)
+    summary = run_loop(stand_in_loop(small_data), Grey(), renderer, tmp_path, write_video=False, evaluate="every")
     text = (tmp_path / "summary.json").read_text()
     assert "NaN" not in text and summary["normalised_score"]["pearson"] is None
     assert summary["constant_frames"] == 3 and "uniform" in summary["normalised_score_undefined"]["pearson"]
@@ -201,6 +374,9 @@ def test_summary_memory_does_not_grow_with_frames():
     for _ in range(5000):
         acc.add(rec, False)
     assert size() == first and acc.result(1.0)["frames"] == 5001
+    acc.add({"latency": rec["latency"]})  # a frame whose evaluation was skipped: counted, no scores
+    result = acc.result(1.0)
+    assert result["frames"] == 5002 and result["evaluated_frames"] == 5001 and result["skipped_evaluations"] == 1
 
 
 def test_streamed_median_matches_numpy():
@@ -250,8 +426,7 @@ def test_psim_loop_stops_cleanly_on_a_signal(sig, synth_root, cli_cache, tmp_pat
     cap = cv2.VideoCapture(str(out / "panels.mp4"))
     ok, panel = cap.read()
     assert ok and panel.shape[1] == 5 * 160
-    assert video_frames(out / "panels.mp4") == summary["frames"]
-    assert not list(out.glob(".*partial*"))
+    check_agree(out, summary)
 
 
 @pytest.mark.slow

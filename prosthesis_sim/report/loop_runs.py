@@ -78,7 +78,9 @@ def read_loop_run(path: Path) -> dict:
         scores, lat = s["mean_scores"], s["median_latency_ms"]
         row = {"run": str(path), "frames": s["frames"], "captured": s.get("captured_frames"),
                "dropped": s.get("dropped_frames"), "fps": s.get("fps"), "wall_s": s.get("wall_s"),
-               "stopped": s.get("stopped")}
+               "stopped": s.get("stopped"), "loop_fps": s.get("loop_fps"),
+               # runs from before the evaluation thread evaluated every frame, on the loop's thread
+               "evaluation": s.get("evaluation", "every"), "evaluated": s.get("evaluated_frames", s["frames"])}
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path / SUMMARY}: not a psim-loop summary ({type(err).__name__}: {err})") from err
     row.update({f"stage_{k}": v for k, v in (s.get("stages") or {}).items()})
@@ -105,9 +107,11 @@ def loop_section(folders: list[Path], out: Path, skipped: list[tuple[Path, str]]
                           _num(r.get("normalised_pearson"), ".3f"), _num(r.get("normalised_ssim"), ".3f"),
                           str(r.get("stopped") or "–")])
         lines += ["", "## Loop runs (psim-loop)", "",
-                  (f"Read from each run's `{SUMMARY}`. Latency: medians in ms, `loop` = encode + decode + phosphene, "
-                   "`total` adds the floor and ceiling paths and the scores. Scores: means over the frames (Pearson r "
-                   "here; SSIM too in `loop_runs.csv`); normalised = (path - floor) / (ceiling - floor) of the means "
+                  (f"Read from each run's `{SUMMARY}`. Latency: medians in ms, `loop` = encode + decode + phosphene "
+                   "(the loop's thread: what a device runs), `total` adds the evaluation (floor and ceiling paths and "
+                   "the scores, on its own thread) of the evaluated frames. Scores: means over the evaluated frames "
+                   "(the loop does not wait for the evaluation: `evaluated` and `loop_fps` in `loop_runs.csv`; Pearson "
+                   "r here, SSIM too in the CSV); normalised = (path - floor) / (ceiling - floor) of the means "
                    "(– where the ceiling equals the floor)."), "",
                   md_table(["run", "stages", "frames", "dropped", "fps", "loop ms", "total ms", "path r", "floor r",
                             "ceiling r", "norm. r", "norm. SSIM", "stopped"], table)]
