@@ -22,3 +22,12 @@ PY="$VENV/bin/python"
 # Phosphene renderer: pulse2percept vs torch on CPU and CUDA (fp32, fp16), batch 1 and 64, and
 # 10,000 phosphenes at 256 x 256 (the >= 300 percepts/s target).
 "$PY" bench/phosphenes.py --json "$OUT/phosphenes.json" 2>&1 | tee "$OUT/phosphenes.md"
+
+# The GPU path (bench/gpu.py): per-stage loop latency and fps at batch 1, frames/s at batches 8 and 32,
+# of the default DiT, dit_paper (EEG and MEG, clip_text tokens) and unet_paper, in fp32, fp16 and
+# compiled with CUDA graphs, plus one training step of each paper config; random weights, nothing
+# downloaded. Its budget (rows that would start after GPU_BENCH_BUDGET_S are recorded as skipped)
+# keeps it under 5 min; `timeout` stops a row that runs far past it, and the rows measured by then
+# are still printed and saved (exit 3). The README's GPU table is $OUT/gpu.md.
+timeout -s TERM "${GPU_BENCH_TIMEOUT_S:-420}" "$PY" bench/gpu.py --budget-s "${GPU_BENCH_BUDGET_S:-270}" \
+    --json "$OUT/gpu.json" --md "$OUT/gpu.md" 2>&1 | tee "$OUT/gpu.log"
