@@ -508,6 +508,8 @@ def train_step_ms(model: Model, precision: str, settings: Settings) -> dict:
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+    from encoders.diffusion import optimizer_step
+
     enc = model.encoder
     cfg = enc.train_cfg
     amp = precision == "fp16"
@@ -535,14 +537,7 @@ def train_step_ms(model: Model, precision: str, settings: Settings) -> dict:
         tok = torch.where(drop[:, None, None], torch.zeros_like(tokens), tokens)
         pool = torch.where(drop[:, None], torch.zeros_like(pooled), pooled)
         loss = enc.diffusion_loss(net, y, noise, t, tok, pool)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        ema.update_parameters(net)
+        optimizer_step(loss, net, opt, scaler, sched, ema, cfg["grad_clip"])
         loss.item()  # the fit's history append: one sync per step
 
     def timed() -> float:

@@ -120,6 +120,19 @@ def _region_ids(ch_names: list[str]) -> list[int] | None:
         return None
 
 
+def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt, scaler, sched, ema, grad_clip: float) -> None:
+    """One optimiser step as ``fit`` takes it: scaled backward, gradient clipping, AdamW through the
+    GradScaler, the learning-rate schedule and the EMA update (bench/gpu.py times the same step)."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    ema.update_parameters(model)
+
+
 class DiffusionEncoder:
     """Image -> M/EEG by conditional diffusion. ``denoiser`` is a partial taking the data's shapes."""
 
@@ -378,14 +391,7 @@ class DiffusionEncoder:
                 else:  # DDP averages gradients over processes: scale so that equals the global batch mean
                     loss = (self.diffusion_loss(ddp, x0, noise, t, tok, pool, reduction="sum")
                             * (weight * ctx.world / (n * n_ch * n_t)))
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                ema.update_parameters(model)
+                optimizer_step(loss, model, opt, scaler, sched, ema, cfg["grad_clip"])
                 self.history.append(distributed.mean_over_processes(loss, ctx).item())
                 step += 1
                 bar.set_postfix(epoch=f"{epoch + 1}/{cfg['epochs']}", loss=f"{np.mean(self.history[-50:]):.4f}")
