@@ -38,10 +38,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from prosthesis_sim import distributed
 from prosthesis_sim.checkpoint import atomic_write
 from prosthesis_sim.data.dataset import Normalizer
-from prosthesis_sim.data.regions import region_ids
 from prosthesis_sim.features.cache import cached_features, features_for_images
 from prosthesis_sim.features.progress import progress
 
+from .diffusion_parts import _region_ids, _sensor_positions, _zca, image_generators, optimizer_step
 from .residual import residual_gain, validation_split
 
 log = logging.getLogger(__name__)
@@ -61,32 +61,6 @@ SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolv
 TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
 
 
-def image_generators(seed: int, keys: Sequence, n_samples: int) -> list[torch.Generator]:
-    """One CPU generator per image, seeded from (``seed``, the image's key), repeated ``n_samples`` times
-    in a row: the list ``randn_tensor`` takes for a batch of ``len(keys) * n_samples`` samples (image-major).
-    The n samples of an image draw one after another from its generator, so what an image draws does
-    not depend on the images sampled with it."""
-    gens = []
-    for key in keys:
-        digest = hashlib.sha256(f"{int(seed)}:".encode() + (key if isinstance(key, bytes) else repr(key).encode()))
-        gen = torch.Generator(device="cpu").manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
-        gens.extend([gen] * n_samples)
-    return gens
-
-
-def _zca(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ZCA whitening and colouring matrices (channels x channels) of ``target`` (..., channels, times)
-    from its Ledoit-Wolf spatial covariance (shrinkage keeps a rank-deficient montage invertible)."""
-    from sklearn.covariance import ledoit_wolf
-
-    x = np.moveaxis(target, -1, -2).reshape(-1, target.shape[-2]).astype(np.float64)
-    x = x[:: max(1, len(x) // 200_000)]  # a subsample is plenty for a channels x channels covariance
-    cov = ledoit_wolf(x, assume_centered=True)[0]
-    vals, vecs = np.linalg.eigh(cov)
-    vals = np.clip(vals, vals.max() * 1e-6, None)
-    return ((vecs / np.sqrt(vals)) @ vecs.T).astype(np.float32), ((vecs * np.sqrt(vals)) @ vecs.T).astype(np.float32)
-
-
 def _mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over images and tokens, per feature; in chunks (float64 sums) for streamed arrays."""
     if tokens.nbytes <= STREAM_TOKENS_BYTES:
@@ -102,35 +76,6 @@ def _mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0))
     return mean.astype(np.float32), (std + 1e-6).astype(np.float32)
-
-
-def _sensor_positions(info) -> list[list[float]] | None:
-    """Each channel's position (m) from the dataset's mne.Info; None when a channel has none."""
-    xyz = np.array([ch["loc"][:3] for ch in info["chs"]], dtype=np.float64)
-    if not np.isfinite(xyz).all() or (np.abs(xyz).sum(axis=1) == 0).any():
-        return None
-    return np.round(xyz, 6).tolist()
-
-
-def _region_ids(ch_names: list[str]) -> list[int] | None:
-    """Brain region per channel for region position encodings; None when a name has no known region."""
-    try:
-        return region_ids(ch_names)
-    except ValueError:
-        return None
-
-
-def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt, scaler, sched, ema, grad_clip: float) -> None:
-    """One optimiser step as ``fit`` takes it: scaled backward, gradient clipping, AdamW through the
-    GradScaler, the learning-rate schedule and the EMA update (bench/gpu.py times the same step)."""
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(opt)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(opt)
-    scaler.update()
-    sched.step()
-    ema.update_parameters(model)
 
 
 class DiffusionEncoder:
