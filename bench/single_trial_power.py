@@ -3,7 +3,13 @@ variance around each image's mean and their log band power, against the measured
 the realism measures with the trials' deviations scaled, or drawn by other samplers.
 
 Usage (a psim-train run trained on single trials, e.g. outputs/table/trials-dit_residual-s1):
-    python bench/single_trial_power.py run=DIR [scales=1,1.2,1.3] [samplers=ddpm:50]
+    python bench/single_trial_power.py run=DIR [scales=1,1.2,1.3] [samplers=ddpm:50] [noise=1]
+
+noise=1 adds two rows that need no model: the measured test average plus resampled measured training
+residuals (real noise: what a generator that gets the mean and the noise right scores), and plus the
+same residuals phase-randomised (one random phase per frequency, shared by the channels: the same
+cross-spectra, nothing beyond second order): the gap between them is what non-Gaussian noise (bursty
+alpha) adds to the test.
 """
 import json
 import sys
@@ -44,8 +50,24 @@ def main(args: list[str]) -> None:
     for scale in [float(s) for s in opts.get("scales", "1").split(",")]:
         x = gen.mean(1, keepdims=True) + scale * (gen - gen.mean(1, keepdims=True))
         r = st.realism(x, measured, spatial, data.sfreq)
-        print(f"| deviations x {scale:g} | {r['log_spectral_distance_db']:.2f} | {r['covariance_distance']:.2f} | "
+        name = f"as sampled ({enc.sampler}, {enc.trial_steps} steps)" if scale == 1 else f"deviations x {scale:g}"
+        print(f"| {name} | {r['log_spectral_distance_db']:.2f} | {r['covariance_distance']:.2f} | "
               f"{r['two_sample_accuracy']:.3f} |", flush=True)
+    if opts.get("noise") == "1":
+        train = norm(data.train).astype(np.float64)
+        resid = (train - train.mean(1, keepdims=True)) * np.sqrt(train.shape[1] / (train.shape[1] - 1))
+        resid = resid.reshape(-1, *train.shape[2:])
+        rng = np.random.default_rng(0)
+        real = resid[rng.integers(len(resid), size=measured.shape[0] * measured.shape[1])].reshape(measured.shape)
+        spec = np.fft.rfft(real, axis=-1)
+        phase = np.exp(1j * rng.uniform(0, 2 * np.pi, (*spec.shape[:2], 1, spec.shape[-1])))
+        phase[..., 0] = 1  # the mean (DC) stays real
+        surrogate = np.fft.irfft(spec * phase, n=real.shape[-1], axis=-1)
+        for name, noise in (("measured mean + training residuals", real),
+                            ("measured mean + phase-randomised residuals", surrogate)):
+            r = st.realism(measured.mean(1, keepdims=True) + noise, measured, spatial, data.sfreq)
+            print(f"| {name} | {r['log_spectral_distance_db']:.2f} | {r['covariance_distance']:.2f} | "
+                  f"{r['two_sample_accuracy']:.3f} |", flush=True)
     for spec in [s for s in opts.get("samplers", "").split(",") if s]:
         enc.sampler, enc.trial_steps = spec.split(":")[0], int(spec.split(":")[1])
         r = st.realism(generate(), measured, spatial, data.sfreq)

@@ -41,10 +41,14 @@ from prosthesis_sim.data.dataset import Normalizer
 from prosthesis_sim.features.cache import cached_features, features_for_images
 from prosthesis_sim.features.progress import progress
 
-from .diffusion_parts import _region_ids, _sensor_positions, _zca, image_generators, optimizer_step
+from .diffusion_parts import (_region_ids, _sensor_positions, apply_spectral, image_generators, optimizer_step,
+                              spectral_whitening, zca_whitening)
 from .residual import residual_gain, validation_split
 
 log = logging.getLogger(__name__)
+# encoder.whiten: the DiT models its target as is (false), ZCA-whitened (spatial; true, as before) or
+# whitened per frequency with the training cross-spectra (spectral; prosthesis_sim.noise)
+WHITENINGS = {"false": None, "none": None, "true": "spatial", "spatial": "spatial", "spectral": "spectral"}
 
 # Token arrays larger than this stay memory-mapped during training and are read batch by batch
 # (CLIP ViT-L/14 tokens of the 16,540 THINGS-EEG2 training images take 17 GB); smaller ones are
@@ -110,7 +114,7 @@ class DiffusionEncoder:
         mean_model=None,
         residual_gain: float | str = 1.0,
         validation_fraction: float = 0.1,
-        whiten: bool = False,
+        whiten: bool | str = False,
     ):
         if sampler not in SAMPLERS:
             raise ValueError(f"encoder.sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
@@ -161,8 +165,12 @@ class DiffusionEncoder:
         # Spatial whitening of the diffusion target (ZCA with its Ledoit-Wolf training covariance),
         # undone after sampling: the network's errors are then relative to each spatial direction's
         # own variance, so low-variance directions of the measured noise are not swamped by them.
-        self.whiten = bool(whiten)
-        self.colour: np.ndarray | None = None  # (channels, channels): whitened -> target space
+        # 'spectral': per frequency, with the training cross-spectra (prosthesis_sim.noise.spectral_whitening).
+        self.whiten = WHITENINGS.get(str(whiten).lower())
+        if str(whiten).lower() not in WHITENINGS:
+            raise ValueError(f"encoder.whiten must be one of {sorted(WHITENINGS)}, got {whiten!r}")
+        # whitened -> target space: (channels, channels) real (spatial) or (freqs, channels, channels) complex
+        self.colour: np.ndarray | None = None
 
     # -- conditioning -------------------------------------------------------------------------------
     def _cond(self, feats) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +235,7 @@ class DiffusionEncoder:
             self.mean_model.fit(data)  # first: what it reads decides whether tokens are loaded
         with ctx.main_first():  # one process fills the feature cache, the others read it
             feats = cached_features(self.features, data.train_images, data.cache_dir,
-                                    tokens=self._needs_tokens(), progress=ctx.main)
+                                    tokens=self.needs_tokens(), progress=ctx.main)
         mean_z = self._mean_of(feats) if self.mean_model is not None else None
         # Cached features are memory-mapped; only what the conditioning uses is read into memory, and
         # token arrays over STREAM_TOKENS_BYTES not even that: they are read per batch.
@@ -250,9 +258,12 @@ class DiffusionEncoder:
             target = target / self.residual_scale
             log.info("residual diffusion: %s leaves a residual of std %.3f (z units)",
                      type(self.mean_model).__name__, self.residual_scale)
-        if self.whiten:
-            white, self.colour = _zca(target)
+        if self.whiten == "spatial":
+            white, self.colour = zca_whitening(target)
             target = np.einsum("ij,nrjt->nrit", white, target).astype(np.float32)
+        elif self.whiten == "spectral":
+            white, self.colour = spectral_whitening(target)
+            target = apply_spectral(white, target)
         y = torch.as_tensor(target.reshape(len(rows) * n_rep, n_ch, n_t), device=self.device)
         if stream:
             pooled = self._tensor((feats.pooled - self.pooled_mean) / self.pooled_std)
@@ -458,7 +469,7 @@ class DiffusionEncoder:
     def sample_trials(self, images: Sequence[np.ndarray], n_trials: int, seed: int | None = None, paths=None,
                       cache_dir=None) -> np.ndarray:
         """Single trials of images (optional encoder method, ``prosthesis_sim.protocols``)."""
-        feats = features_for_images(self.features, images, paths=paths, tokens=self._needs_tokens(),
+        feats = features_for_images(self.features, images, paths=paths, tokens=self.needs_tokens(),
                                     cache_dir=cache_dir, progress=cache_dir is not None)
         return self.sample_trials_from_features(feats, n_trials, seed)
 
@@ -482,8 +493,12 @@ class DiffusionEncoder:
         return np.concatenate(out)
 
     def _coloured(self, z: np.ndarray) -> np.ndarray:
-        """Undo the target's spatial whitening (``whiten``); channels are the second-to-last axis."""
-        return z if self.colour is None else np.einsum("ij,...jt->...it", self.colour, z).astype(np.float32)
+        """Undo the target's whitening (``whiten``); channels are the second-to-last axis."""
+        if self.colour is None:
+            return z
+        if self.whiten == "spectral":
+            return apply_spectral(self.colour, z)
+        return np.einsum("ij,...jt->...it", self.colour, z).astype(np.float32)
 
     def _mean_of(self, feats) -> np.ndarray:
         """The mean model's z-scored prediction (n, channels, times) for these features."""
@@ -530,13 +545,13 @@ class DiffusionEncoder:
         """Signals of images; see ``generate_from_features`` for the noise each image draws. With
         ``paths`` and ``cache_dir`` (a dataset's test images) the features are cached like the
         training features, so evaluating again does not run the extractor."""
-        feats = features_for_images(self.features, images, paths=paths, tokens=self._needs_tokens(),
+        feats = features_for_images(self.features, images, paths=paths, tokens=self.needs_tokens(),
                                     cache_dir=cache_dir, progress=cache_dir is not None)
         return self.generate_from_features(feats, seed, keys)
 
-    def _needs_tokens(self) -> bool:
+    def needs_tokens(self) -> bool:
         """Token sequences are computed when the denoiser or the mean model reads them."""
-        mean_tokens = getattr(self.mean_model, "_tokens", lambda: False)() if self.mean_model is not None else False
+        mean_tokens = getattr(self.mean_model, "needs_tokens", lambda: False)() if self.mean_model is not None else False
         return self.inputs == "tokens" or bool(mean_tokens)
 
     # -- persistence --------------------------------------------------------------------------------
@@ -551,8 +566,10 @@ class DiffusionEncoder:
             arrays.update({f"mean_model.{k}": v for k, v in mean_arrays.items()})
             meta.update(mean_model=mean_meta, residual_scale=self.residual_scale, residual_gain=self.residual_gain,
                         gain_validation=self.gain_validation)
-        if self.colour is not None:
+        if self.whiten == "spatial":
             arrays["colour"] = self.colour
+        elif self.whiten == "spectral":  # safetensors holds no complex numbers
+            arrays.update(colour_re=self.colour.real.copy(), colour_im=self.colour.imag.copy())
         if hasattr(self, "world_size"):  # how the last fit() ran: processes, and signals seen by the main one
             meta.update(train_processes=self.world_size, rank_samples=self.rank_samples)
         return arrays, meta
@@ -569,10 +586,12 @@ class DiffusionEncoder:
             self.residual_scale = float(meta["residual_scale"])
             self.residual_gain = float(meta.get("residual_gain", 1.0))  # saved before the gain existed: 1
             self.gain_validation = dict(meta.get("gain_validation", {}))
-        if self.whiten != ("colour" in arrays):
-            raise ValueError(f"encoder.whiten={self.whiten}, but the saved weights were fitted with whiten="
-                             f"{'colour' in arrays}")
-        self.colour = np.asarray(arrays["colour"], np.float32) if self.whiten else None
+        saved = "spatial" if "colour" in arrays else "spectral" if "colour_re" in arrays else None
+        if self.whiten != saved:
+            raise ValueError(f"encoder.whiten={self.whiten or False}, but the saved weights were fitted with "
+                             f"whiten={saved or False}")
+        self.colour = (None if saved is None else np.asarray(arrays["colour"], np.float32) if saved == "spatial"
+                       else (np.asarray(arrays["colour_re"]) + 1j * np.asarray(arrays["colour_im"])).astype(np.complex64))
         self._build(**meta["dims"])
         self.model.load_state_dict(
             {k.removeprefix("model."): torch.as_tensor(v) for k, v in arrays.items() if k.startswith("model.")})

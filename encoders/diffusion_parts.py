@@ -1,5 +1,5 @@
-"""The diffusion encoder's parts that need no encoder: per-image noise generators, the spatial whitening
-of the training targets, the denoiser's sensor inputs from mne.Info, and the optimiser step
+"""The diffusion encoder's parts that need no encoder: per-image noise generators (the whitening of the
+training targets is prosthesis_sim.noise's), the denoiser's sensor inputs from mne.Info, and the optimiser step
 that ``fit`` takes (and bench/gpu.py times). ``encoders.diffusion`` re-exports them."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from prosthesis_sim.data.regions import region_ids
+from prosthesis_sim.noise import apply_spectral, spectral_whitening, zca_whitening  # noqa: F401 (re-exported)
 
 
 def image_generators(seed: int, keys: Sequence, n_samples: int) -> list[torch.Generator]:
@@ -23,19 +24,6 @@ def image_generators(seed: int, keys: Sequence, n_samples: int) -> list[torch.Ge
         gen = torch.Generator(device="cpu").manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
         gens.extend([gen] * n_samples)
     return gens
-
-
-def _zca(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ZCA whitening and colouring matrices (channels x channels) of ``target`` (..., channels, times)
-    from its Ledoit-Wolf spatial covariance (shrinkage keeps a rank-deficient montage invertible)."""
-    from sklearn.covariance import ledoit_wolf
-
-    x = np.moveaxis(target, -1, -2).reshape(-1, target.shape[-2]).astype(np.float64)
-    x = x[:: max(1, len(x) // 200_000)]  # a subsample is plenty for a channels x channels covariance
-    cov = ledoit_wolf(x, assume_centered=True)[0]
-    vals, vecs = np.linalg.eigh(cov)
-    vals = np.clip(vals, vals.max() * 1e-6, None)
-    return ((vecs / np.sqrt(vals)) @ vecs.T).astype(np.float32), ((vecs * np.sqrt(vals)) @ vecs.T).astype(np.float32)
 
 
 def _sensor_positions(info) -> list[list[float]] | None:

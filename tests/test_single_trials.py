@@ -118,7 +118,7 @@ def test_psim_train_on_single_trials_scores_their_realism(synth_root, tmp_path):
     result = train_and_evaluate(cfg, tmp_path)
     rows = result["single_trials"]["rows"]
     assert set(rows) == {"measured halves (reference)", "generated", "baseline: mean + spatial noise",
-                         "baseline: mean + space x time noise"}
+                         "baseline: mean + space x time noise", "baseline: mean + cross-spectral noise"}
     assert result["single_trials"]["n_trials"] == 16
     white = rows["baseline: mean + spatial noise"]
     assert rows["generated"]["log_spectral_distance_db"] < white["log_spectral_distance_db"]
@@ -128,8 +128,19 @@ def test_psim_train_on_single_trials_scores_their_realism(synth_root, tmp_path):
 
     run = SimpleNamespace(path=tmp_path, label="dit_residual", subject="sub-01")
     lines, csv_rows = single_trial_section([run], tmp_path, "")
-    assert "### Single trials" in lines and len(csv_rows) == 4
+    assert "### Single trials" in lines and len(csv_rows) == 5
     assert (tmp_path / f"single_trials_{tmp_path.name}.png").stat().st_size > 10_000
+
+
+def test_cross_spectral_baseline_has_the_training_spectra_and_covariance(measured):
+    """The cross-spectral baseline carries the noise's colour per channel pair (closer spectra than the
+    Kronecker model of the same trials) and its spatial covariance."""
+    mean = measured.mean(axis=1)
+    spectral = st.spectral_gaussian_trials(mean, measured, N_TR)
+    kron = st.gaussian_trials(mean, measured, N_TR, separable=True)
+    assert spectral.shape == measured.shape and spectral.dtype == np.float32
+    assert st.log_spectral_distance(spectral, measured, SFREQ) < st.log_spectral_distance(kron, measured, SFREQ)
+    assert st.covariance_distance(spectral, measured) < 1.0
 
 
 def test_single_trials_need_single_training_trials(small_data):
@@ -140,13 +151,80 @@ def test_single_trials_need_single_training_trials(small_data):
 
 def test_zca_whitening_of_the_diffusion_target_is_undone_exactly():
     """encoder.whiten: the target is whitened with its own spatial covariance; colouring inverts it."""
-    from encoders.diffusion import _zca
+    from prosthesis_sim.noise import zca_whitening
 
     rng = np.random.default_rng(0)
     mixing = rng.standard_normal((N_CH, N_CH))
     target = np.einsum("ij,nrjt->nrit", mixing, rng.standard_normal((40, 4, N_CH, N_T))).astype(np.float32)
-    white, colour = _zca(target)
+    white, colour = zca_whitening(target)
     w = np.einsum("ij,nrjt->nrit", white, target)
     cov = np.cov(np.moveaxis(w, -1, -2).reshape(-1, N_CH), rowvar=False)
     np.testing.assert_allclose(cov, np.eye(N_CH), atol=0.05)  # whitened (up to Ledoit-Wolf shrinkage)
     np.testing.assert_allclose(colour @ white, np.eye(N_CH), atol=1e-4)
+
+
+def test_spectral_whitening_is_undone_exactly_and_its_colouring_gives_the_cross_spectra():
+    """encoder.whiten=spectral: per frequency the target is whitened with its cross-spectral matrix, so the
+    whitened target has unit variance in every channel; colouring inverts it, and coloured white noise has
+    the target's power spectra (which white noise through the spatial ZCA colouring does not)."""
+    from prosthesis_sim.noise import apply_spectral, spectral_whitening, zca_whitening
+
+    x = brain_like(3, jitter=False)
+    x = x - x.mean(axis=1, keepdims=True)  # the noise around each image's mean
+    white, colour = spectral_whitening(x)
+    w = apply_spectral(white, x)
+    np.testing.assert_allclose(w.var(axis=(0, 1, 3)), np.ones(N_CH), atol=0.05)
+    np.testing.assert_allclose(apply_spectral(colour, w), x, atol=1e-4 * np.abs(x).max())
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal(x.shape).astype(np.float32)
+    spectral = apply_spectral(colour, noise)
+    spatial = np.einsum("ij,nrjt->nrit", zca_whitening(x)[1], noise)
+    assert st.log_spectral_distance(spectral, x, SFREQ) < 1.0
+    assert st.log_spectral_distance(spatial, x, SFREQ) > 3 * st.log_spectral_distance(spectral, x, SFREQ)
+
+
+def test_spectral_whitening_keeps_a_rank_deficient_montage_in_its_subspace():
+    """Average-referenced data have no power in the all-ones direction; coloured samples have none either."""
+    from prosthesis_sim.noise import apply_spectral, spectral_whitening
+
+    x = brain_like(4)
+    x = x - x.mean(axis=2, keepdims=True)  # average reference
+    _, colour = spectral_whitening(x)
+    coloured = apply_spectral(colour, np.random.default_rng(2).standard_normal(x.shape).astype(np.float32))
+    assert np.abs(coloured.sum(axis=2)).max() < 1e-4 * np.abs(coloured).max()
+
+
+def test_a_bad_whiten_setting_is_refused():
+    from encoders.diffusion import DiffusionEncoder
+
+    with pytest.raises(ValueError, match="encoder.whiten must be one of"):
+        DiffusionEncoder(denoiser=None, features=None, whiten="temporal")
+
+
+@pytest.mark.slow
+def test_a_spectrally_whitened_encoder_saves_its_colouring_and_samples_the_same_after_loading(small_data, tmp_path):
+    """encoder.whiten=spectral: the complex colouring survives safetensors (as real and imaginary parts),
+    the loaded encoder draws the same trials, and weights fitted with another whitening are refused."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    from prosthesis_sim.checkpoint import load_component, save_component
+    from prosthesis_sim.evaluate import load_test_images
+
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "encoder=dit_residual", "encoder.whiten=spectral", "encoder.prediction_type=v_prediction",
+            "train.checkpoint_dir=null", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1",
+            "encoder.denoiser.heads=2", "encoder.trial_steps=4", "train.epochs=2", "train.batch_size=32",
+            "encoder.residual_gain=0"]).encoder
+    enc = instantiate(cfg)
+    enc.fit(small_data)
+    assert enc.colour.dtype == np.complex64 and enc.colour.shape[1:] == (small_data.train.shape[2],) * 2
+    images = load_test_images(small_data)[:2]
+    trials = enc.sample_trials(images, 3, seed=1)
+    save_component(enc, tmp_path / "enc", cfg)
+    np.testing.assert_allclose(load_component(tmp_path / "enc").sample_trials(images, 3, seed=1), trials, atol=1e-5)
+    cfg.whiten = False
+    save_component(enc, tmp_path / "other", cfg)  # the weights say spectral, the config says no whitening
+    with pytest.raises(ValueError, match="fitted with whiten=spectral"):
+        load_component(tmp_path / "other")

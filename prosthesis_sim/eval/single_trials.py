@@ -19,7 +19,9 @@ finite number of trials):
 
 Baselines (``gaussian_trials``): a deterministic encoder's mean plus Gaussian noise with the training
 noise covariance, either spatial only (white in time, what ``mne.compute_covariance`` estimates) or
-separable in space and time (the Kronecker model of de Munck et al. 2002, Bijma et al. 2003).
+separable in space and time (the Kronecker model of de Munck et al. 2002, Bijma et al. 2003);
+``spectral_gaussian_trials``: stationary Gaussian noise with the training cross-spectra, the whole
+second-order model (what ``encoder.whiten=spectral`` gives a diffusion encoder before it learns anything).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from ..noise import apply_spectral, spectral_whitening
 
 BANDS = ((1, 4), (4, 8), (8, 13), (13, 30), (30, 45))  # delta, theta, alpha, beta, low gamma (Hz)
 
@@ -146,6 +150,19 @@ def gaussian_trials(mean: np.ndarray, train_trials: np.ndarray, n_trials: int, s
     return (mean[:, None] + noise).astype(np.float32)
 
 
+def spectral_gaussian_trials(mean: np.ndarray, train_trials: np.ndarray, n_trials: int, seed: int = 0) -> np.ndarray:
+    """``mean`` plus stationary Gaussian noise with the training noise's cross-spectra (every channel pair
+    at every frequency; ``prosthesis_sim.noise.spectral_whitening``): the whole second-order model of
+    the noise, not separable in space and time. What it lacks is anything beyond second order (bursty
+    rhythms, trial-to-trial gain of the evoked response)."""
+    rng = np.random.default_rng(seed)
+    resid = train_trials - train_trials.mean(axis=1, keepdims=True)
+    resid *= np.sqrt(train_trials.shape[1] / (train_trials.shape[1] - 1))
+    _, colour = spectral_whitening(resid)
+    white = rng.standard_normal((mean.shape[0], n_trials, *mean.shape[1:]), dtype=np.float32)
+    return (mean[:, None] + apply_spectral(colour, white)).astype(np.float32)
+
+
 def half_split(trials: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two disjoint halves of every image's trials (the measured-vs-measured reference)."""
     order = np.random.default_rng(seed).permutation(trials.shape[1])
@@ -192,7 +209,8 @@ def evaluate_single_trials(encoder, mean_encoder, data, images: list[np.ndarray]
     spatial = spatial_components(train)
     rows = {"generated": generated,
             "baseline: mean + spatial noise": gaussian_trials(mean, train, n_trials, separable=False, seed=seed),
-            "baseline: mean + space x time noise": gaussian_trials(mean, train, n_trials, separable=True, seed=seed)}
+            "baseline: mean + space x time noise": gaussian_trials(mean, train, n_trials, separable=True, seed=seed),
+            "baseline: mean + cross-spectral noise": spectral_gaussian_trials(mean, train, n_trials, seed=seed)}
     metrics = {"measured halves (reference)": measured_reference(measured, spatial, sfreq, seed)}
     metrics.update({name: realism(x, measured, spatial, sfreq, seed) for name, x in rows.items()})
     channel = int(np.argmax(measured.mean(axis=(0, 1)).std(axis=-1)))  # the largest evoked response

@@ -61,8 +61,9 @@ def single_trial_section(runs, out: Path, tag: str) -> tuple[list[str], list[dic
              "between noise covariances, and a classifier two-sample test (cross-validated accuracy of telling "
              "generated from measured trials; 0.5 = indistinguishable), also on the waveforms or the band power "
              "alone (what gives the trials away). The reference row compares two halves of "
-             "the measured trials; the baselines add Gaussian noise with the training noise covariance (spatial, "
-             "or spatial x temporal) to a regression's mean. Definitions: `prosthesis_sim/eval/single_trials.py`."]
+             "the measured trials; the baselines add Gaussian noise with the training noise's second-order statistics "
+             "to a regression's mean: spatial covariance (white in time), spatial x temporal (Kronecker), or the "
+             "cross-spectra (every channel pair at every frequency). Definitions: `prosthesis_sim/eval/single_trials.py`."]
     rows, table = [], []
     for run in runs:
         result = json.loads((Path(run.path) / "single_trials.json").read_text())

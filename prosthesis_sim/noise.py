@@ -1,0 +1,57 @@
+"""Second-order models of M/EEG noise, as whitening and colouring transforms: spatial (ZCA with the
+Ledoit-Wolf covariance) and cross-spectral (per frequency). The diffusion encoder models its target
+whitened (``encoder.whiten``) and single-trial realism uses the cross-spectral model as a baseline."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def zca_whitening(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ZCA whitening and colouring matrices (channels x channels) of ``target`` (..., channels, times)
+    from its Ledoit-Wolf spatial covariance (shrinkage keeps a rank-deficient montage invertible)."""
+    from sklearn.covariance import ledoit_wolf
+
+    x = np.moveaxis(target, -1, -2).reshape(-1, target.shape[-2]).astype(np.float64)
+    x = x[:: max(1, len(x) // 200_000)]  # a subsample is plenty for a channels x channels covariance
+    cov = ledoit_wolf(x, assume_centered=True)[0]
+    vals, vecs = np.linalg.eigh(cov)
+    vals = np.clip(vals, vals.max() * 1e-6, None)
+    return ((vecs / np.sqrt(vals)) @ vecs.T).astype(np.float32), ((vecs * np.sqrt(vals)) @ vecs.T).astype(np.float32)
+
+
+def spectral_whitening(target: np.ndarray, shrinkage: float = 1e-3, rtol: float = 1e-6
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Whitening and colouring of ``target`` (..., channels, times) per frequency: for each rfft bin f,
+    the channels x channels cross-spectral matrix S(f) of the training targets (shrunk by
+    ``shrinkage`` x its mean diagonal), W(f) = S(f)^-1/2 and C(f) = S(f)^1/2, complex
+    (n_freqs, channels, channels).
+
+    Why: it is the second-order model of stationary M/EEG noise (the cross-spectra; de Munck's
+    Kronecker model is its separable special case). A target whitened this way has unit variance
+    in every channel direction and frequency, so the network only has to learn how the data
+    deviate from that Gaussian (evoked variability, bursty rhythms), and with v prediction its
+    optimum for a white Gaussian target is 0: an untrained part of the model samples the measured
+    cross-spectra rather than a shrunken, wrongly coloured noise. Directions with (almost) no power
+    (the average reference's null direction) are mapped to 0 both ways, so coloured samples stay
+    in the data's subspace."""
+    x = target.reshape(-1, *target.shape[-2:]).astype(np.float64)
+    n_ch = x.shape[1]
+    spec = np.fft.rfft(x, axis=-1, norm="ortho")  # (n, channels, freqs); unit-variance white noise -> E|X|^2 = 1
+    cross = np.einsum("ncf,ndf->fcd", spec, spec.conj()) / len(x)
+    white = np.zeros_like(cross)
+    colour = np.zeros_like(cross)
+    for f, s in enumerate(cross):
+        vals, vecs = np.linalg.eigh(s)
+        keep = vals > rtol * max(vals.max(), 1e-300)
+        vals = np.where(keep, vals + shrinkage * vals[keep].mean() if keep.any() else 0.0, 1.0)
+        white[f] = (vecs * np.where(keep, 1 / np.sqrt(vals), 0.0)) @ vecs.conj().T
+        colour[f] = (vecs * np.where(keep, np.sqrt(vals), 0.0)) @ vecs.conj().T
+    return white.astype(np.complex64), colour.astype(np.complex64)
+
+
+def apply_spectral(matrices: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x`` (..., channels, times) with each frequency's channels mixed by ``matrices`` (freqs, channels,
+    channels), e.g. ``spectral_whitening``'s W or C."""
+    spec = np.fft.rfft(np.asarray(x, np.float32), axis=-1, norm="ortho")
+    return np.fft.irfft(np.einsum("fcd,...df->...cf", matrices, spec), n=x.shape[-1], axis=-1,
+                        norm="ortho").astype(np.float32)
