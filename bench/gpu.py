@@ -156,7 +156,7 @@ def loop_call(model: Model, extractor, frames: list[np.ndarray], settings: Setti
         times[name] = 1e3 * (time.perf_counter() - start)
         return out
 
-    feats = stage("features", lambda: features_for_images(extractor, frames, tokens=enc._needs_tokens()))
+    feats = stage("features", lambda: features_for_images(extractor, frames, tokens=enc.needs_tokens()))
     signals = stage("encode", lambda: enc.generate_from_features(feats, seed=0))
     decoded = stage("decode", lambda: model.decoder.decode(signals))
     if len(frames) == 1:

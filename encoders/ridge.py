@@ -69,7 +69,7 @@ class RidgeEncoder:
 
     def fit(self, data) -> None:
         self.inputs_used = resolve_inputs(self.inputs, feature_shapes(self.features).tokens.shape[1:])
-        feats = cached_features(self.features, data.train_images, data.cache_dir, tokens=self._tokens())
+        feats = cached_features(self.features, data.train_images, data.cache_dir, tokens=self.needs_tokens())
         x = design_matrix(feats, self.inputs_used)
         self.x_mean, self.x_std = x.mean(0), x.std(0) + 1e-8
         self.norm = data.normalizer
@@ -91,7 +91,7 @@ class RidgeEncoder:
             raise RuntimeError("RidgeEncoder.held_out_predictions needs fit() in this session (they are not saved)")
         return self._held_out
 
-    def _tokens(self) -> bool:
+    def needs_tokens(self) -> bool:
         """Whether the design matrix needs the token sequence (else pooled vectors only are computed)."""
         return self.inputs_used != "pooled"
 
@@ -103,7 +103,7 @@ class RidgeEncoder:
             raise RuntimeError("RidgeEncoder.generate called before fit()")
         if self.inputs_used is None:  # loaded from a checkpoint saved before inputs_used was kept
             self.inputs_used = resolve_inputs(self.inputs, feature_shapes(self.features).tokens.shape[1:])
-        feats = features_for_images(self.features, images, paths=paths, tokens=self._tokens(), cache_dir=cache_dir,
+        feats = features_for_images(self.features, images, paths=paths, tokens=self.needs_tokens(), cache_dir=cache_dir,
                                     progress=cache_dir is not None)
         return self.norm.inverse(self.predict(feats))
 
