@@ -48,8 +48,8 @@ def topomap_grid(rows: dict[str, np.ndarray], info: mne.Info, times: np.ndarray,
                                          cmap="RdBu_r", contours=4, sensors=True)
             if r == 0:
                 ax.set_title(labels[c], fontsize=8)
-        axes[r, 0].text(-0.12, 0.5, textwrap.fill(label, 24), transform=axes[r, 0].transAxes, rotation=90,
-                        ha="right", va="center", fontsize=8)
+        axes[r, 0].set_ylabel(textwrap.fill(label, 24), fontsize=8)  # a ylabel: the layout keeps it in the figure
+        axes[r, 0].yaxis.label.set_visible(True)
         bar = fig.colorbar(im, ax=list(axes[r]), shrink=0.8, pad=0.01)
         bar.ax.tick_params(labelsize=7)
         bar.set_label(unit, fontsize=7)
