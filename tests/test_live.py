@@ -137,6 +137,7 @@ def test_web_view_streams_panels_scores_and_the_end(small_data, renderer, tmp_pa
     assert cv2.imdecode(np.frombuffer(panels[-1], np.uint8), cv2.IMREAD_COLOR).shape[1] == 5 * 160
     assert {f"{p}_pearson" for p in ("path", "floor", "ceiling")} <= set(frames[-1]["scores"])
     assert {"encode_ms", "decode_ms", "phosphene_ms", "evaluate_ms"} == set(frames[-1]["latency"])
+    assert all(r["evaluated"] is True for r in frames)  # a file source evaluates every frame; the page's means use it
     statuses = [m for m in got if isinstance(m, dict) and m["type"] == "status"]
     assert statuses[-1]["stages"]["encoder"] == "stand-in" and statuses[-1]["stages"]["decoder"] == "Decoder"
     ended = got[-1]

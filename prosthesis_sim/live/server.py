@@ -175,7 +175,8 @@ class LiveServer:
             self._seq += 1
             rec = {"seq": self._seq, "frame": record["frame"], "t": now - self._started_at,
                    "fps": (len(self._times) - 1) / span if span > 0 else None, "scores": record["scores"],
-                   "latency": record["latency"], "queue_ms": record.get("queue_ms"), **counters}
+                   "latency": record["latency"], "queue_ms": record.get("queue_ms"),
+                   "evaluated": record.get("evaluated", True), **counters}
             if self.camera is not None:
                 rec.update(camera_received=self.camera.received, camera_lost=self.camera.lost)
             self._records.append(jsonable(rec))
