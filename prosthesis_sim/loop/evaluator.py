@@ -63,6 +63,7 @@ class Evaluator:
         self._closing = self._hurry = False
         self._held: tuple[dict, float] | None = None  # the latest evaluation: what the views show meanwhile
         self._thread = threading.Thread(target=self._run, name="psim-evaluate", daemon=True)
+        self._done = threading.Event()  # set by the worker as it ends (see close)
 
     def start(self) -> "Evaluator":
         self._thread.start()
@@ -109,12 +110,23 @@ class Evaluator:
             self._cond.notify_all()
         if self._thread.ident is None:  # never started
             return
-        while self._thread.is_alive():  # in steps, so that a signal handler can run meanwhile
-            self._thread.join(0.1)
+        # In steps, so that a signal handler can run meanwhile. An Event, not Thread.join: on Python 3.11 a
+        # signal handler raising during join(timeout) can mark the thread stopped while it still runs
+        # (bpo-45274's fix releases the lock the running thread holds), and the outputs would be committed
+        # while it writes to them.
+        while not self._done.wait(0.1):
+            pass
+        self._thread.join()
 
     # --- the worker's thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._work()
+        finally:
+            self._done.set()
+
+    def _work(self) -> None:
         try:
             while True:
                 with self._cond:
