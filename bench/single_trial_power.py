@@ -19,6 +19,7 @@ import numpy as np
 from prosthesis_sim.checkpoint import load_component
 from prosthesis_sim.eval import single_trials as st
 from prosthesis_sim.evaluate import load_test_images
+from prosthesis_sim.noise import trial_residuals
 from prosthesis_sim.report import dataset_config, load_dataset
 
 
@@ -54,9 +55,7 @@ def main(args: list[str]) -> None:
         print(f"| {name} | {r['log_spectral_distance_db']:.2f} | {r['covariance_distance']:.2f} | "
               f"{r['two_sample_accuracy']:.3f} |", flush=True)
     if opts.get("noise") == "1":
-        train = norm(data.train).astype(np.float64)
-        resid = (train - train.mean(1, keepdims=True)) * np.sqrt(train.shape[1] / (train.shape[1] - 1))
-        resid = resid.reshape(-1, *train.shape[2:])
+        resid = trial_residuals(norm(data.train).astype(np.float64)).reshape(-1, *measured.shape[2:])
         rng = np.random.default_rng(0)
         real = resid[rng.integers(len(resid), size=measured.shape[0] * measured.shape[1])].reshape(measured.shape)
         spec = np.fft.rfft(real, axis=-1)

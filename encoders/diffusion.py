@@ -40,9 +40,9 @@ from prosthesis_sim.checkpoint import atomic_write
 from prosthesis_sim.data.dataset import Normalizer
 from prosthesis_sim.features.cache import cached_features, features_for_images
 from prosthesis_sim.features.progress import progress
+from prosthesis_sim.noise import apply_spectral, spectral_whitening, zca_whitening
 
-from .diffusion_parts import (_region_ids, _sensor_positions, apply_spectral, image_generators, optimizer_step,
-                              spectral_whitening, zca_whitening)
+from .diffusion_parts import _region_ids, _sensor_positions, image_generators, optimizer_step
 from .residual import residual_gain, validation_split
 
 log = logging.getLogger(__name__)
@@ -166,9 +166,9 @@ class DiffusionEncoder:
         # undone after sampling: the network's errors are then relative to each spatial direction's
         # own variance, so low-variance directions of the measured noise are not swamped by them.
         # 'spectral': per frequency, with the training cross-spectra (prosthesis_sim.noise.spectral_whitening).
-        self.whiten = WHITENINGS.get(str(whiten).lower())
         if str(whiten).lower() not in WHITENINGS:
             raise ValueError(f"encoder.whiten must be one of {sorted(WHITENINGS)}, got {whiten!r}")
+        self.whiten = WHITENINGS[str(whiten).lower()]
         # whitened -> target space: (channels, channels) real (spatial) or (freqs, channels, channels) complex
         self.colour: np.ndarray | None = None
 

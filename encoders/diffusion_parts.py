@@ -1,6 +1,6 @@
-"""The diffusion encoder's parts that need no encoder: per-image noise generators (the whitening of the
-training targets is prosthesis_sim.noise's), the denoiser's sensor inputs from mne.Info, and the optimiser step
-that ``fit`` takes (and bench/gpu.py times). ``encoders.diffusion`` re-exports them."""
+"""The diffusion encoder's parts that need no encoder: per-image noise generators, the denoiser's sensor
+inputs from mne.Info, and the optimiser step that ``fit`` takes (and bench/gpu.py times).
+``encoders.diffusion`` re-exports them; the whitening of its targets is ``prosthesis_sim.noise``'s."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from prosthesis_sim.data.regions import region_ids
-from prosthesis_sim.noise import apply_spectral, spectral_whitening, zca_whitening  # noqa: F401 (re-exported)
 
 
 def image_generators(seed: int, keys: Sequence, n_samples: int) -> list[torch.Generator]:

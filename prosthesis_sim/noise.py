@@ -22,8 +22,8 @@ def zca_whitening(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def spectral_whitening(target: np.ndarray, shrinkage: float = 1e-3, rtol: float = 1e-6
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Whitening and colouring of ``target`` (..., channels, times) per frequency: for each rfft bin f,
-    the channels x channels cross-spectral matrix S(f) of the training targets (shrunk by
-    ``shrinkage`` x its mean diagonal), W(f) = S(f)^-1/2 and C(f) = S(f)^1/2, complex
+    the channels x channels cross-spectral matrix S(f) of the training targets (its eigenvalues raised
+    by ``shrinkage`` x their mean), W(f) = S(f)^-1/2 and C(f) = S(f)^1/2, complex
     (n_freqs, channels, channels).
 
     Why: it is the second-order model of stationary M/EEG noise (the cross-spectra; de Munck's
@@ -35,7 +35,6 @@ def spectral_whitening(target: np.ndarray, shrinkage: float = 1e-3, rtol: float 
     (the average reference's null direction) are mapped to 0 both ways, so coloured samples stay
     in the data's subspace."""
     x = target.reshape(-1, *target.shape[-2:]).astype(np.float64)
-    n_ch = x.shape[1]
     spec = np.fft.rfft(x, axis=-1, norm="ortho")  # (n, channels, freqs); unit-variance white noise -> E|X|^2 = 1
     cross = np.einsum("ncf,ndf->fcd", spec, spec.conj()) / len(x)
     white = np.zeros_like(cross)
@@ -55,3 +54,10 @@ def apply_spectral(matrices: np.ndarray, x: np.ndarray) -> np.ndarray:
     spec = np.fft.rfft(np.asarray(x, np.float32), axis=-1, norm="ortho")
     return np.fft.irfft(np.einsum("fcd,...df->...cf", matrices, spec), n=x.shape[-1], axis=-1,
                         norm="ortho").astype(np.float32)
+
+
+def trial_residuals(trials: np.ndarray) -> np.ndarray:
+    """Single trials (n_images, n_trials >= 2, channels, times) minus their image's mean, scaled by
+    sqrt(n / (n - 1)) so that their variance is unbiased around a sample mean: the trial-to-trial noise."""
+    n = trials.shape[1]
+    return (trials - trials.mean(axis=1, keepdims=True)) * np.sqrt(n / (n - 1))

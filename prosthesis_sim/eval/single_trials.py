@@ -35,7 +35,7 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..noise import apply_spectral, spectral_whitening
+from ..noise import apply_spectral, spectral_whitening, trial_residuals
 
 BANDS = ((1, 4), (4, 8), (8, 13), (13, 30), (30, 45))  # delta, theta, alpha, beta, low gamma (Hz)
 
@@ -134,8 +134,7 @@ def gaussian_trials(mean: np.ndarray, train_trials: np.ndarray, n_trials: int, s
     spatial only (white in time), or separable (spatial x temporal, Kronecker). Returns
     (n_images, n_trials, channels, times)."""
     rng = np.random.default_rng(seed)
-    resid = train_trials - train_trials.mean(axis=1, keepdims=True)
-    resid *= np.sqrt(train_trials.shape[1] / (train_trials.shape[1] - 1))  # unbiased around a sample mean
+    resid = trial_residuals(train_trials)
     n_ch, n_t = train_trials.shape[2:]
     cs = noise_covariance(train_trials) * train_trials.shape[1] / (train_trials.shape[1] - 1)
     ls = linalg.cholesky(cs + 1e-9 * np.trace(cs) / n_ch * np.eye(n_ch), lower=True)
@@ -156,9 +155,7 @@ def spectral_gaussian_trials(mean: np.ndarray, train_trials: np.ndarray, n_trial
     the noise, not separable in space and time. What it lacks is anything beyond second order (bursty
     rhythms, trial-to-trial gain of the evoked response)."""
     rng = np.random.default_rng(seed)
-    resid = train_trials - train_trials.mean(axis=1, keepdims=True)
-    resid *= np.sqrt(train_trials.shape[1] / (train_trials.shape[1] - 1))
-    _, colour = spectral_whitening(resid)
+    _, colour = spectral_whitening(trial_residuals(train_trials))
     white = rng.standard_normal((mean.shape[0], n_trials, *mean.shape[1:]), dtype=np.float32)
     return (mean[:, None] + apply_spectral(colour, white)).astype(np.float32)
 
