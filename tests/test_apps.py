@@ -44,7 +44,8 @@ def test_psim_train_writes_metrics(synth_root, tmp_path):
 def test_psim_train_reports_bad_root(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([str(BIN / "psim-train"), "encoder=mean_erp", f"dataset.root={tmp_path / 'nowhere'}",
-                           f"out={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True, text=True)
+                           f"out={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode != 0 and "nowhere/sub-01" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("psim-train: ")
 
@@ -94,5 +95,5 @@ def test_resume_refuses_a_state_from_other_settings(synth_root, tmp_path):
     run(["psim-train", *args], cwd=tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([str(BIN / "psim-train"), *args, "train.lr=0.01"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "train_state.pt holds a training run with other settings" in proc.stderr

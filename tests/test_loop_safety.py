@@ -307,48 +307,114 @@ def test_a_run_without_video_removes_an_earlier_video(small_data, renderer, tmp_
     assert not (tmp_path / "panels.mp4").exists() and outputs(tmp_path)[0]["frames"] == 5
 
 
+class Signaller:
+    """Sends signals to this process on events, never on a wall-clock timer: a helper thread waits for
+    ``events[i]`` (set by a stage, on a frame or an evaluation in progress), then sends ``sigs[i]``.
+    ``sent[i]`` is set once it is sent, so the stage that asked can wait for it before it returns: the
+    signal then arrives while ``run_loop``'s handlers are in place, however slow the machine. Used as a
+    context manager: leaving it (in a ``finally``) cancels every signal not sent yet, so none outlives its
+    test (a late SIGINT or SIGTERM would abort or kill the whole pytest run)."""
+
+    WAIT_S = 60  # how long a stage waits for its signal to be sent before the test fails (never reached)
+
+    def __init__(self, *sigs):
+        self.sigs = sigs
+        self.events = [threading.Event() for _ in sigs]
+        self.sent = [threading.Event() for _ in sigs]
+        self._cancelled, self._lock = threading.Event(), threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        for sig, event, sent in zip(self.sigs, self.events, self.sent):
+            while not event.wait(0.05):
+                if self._cancelled.is_set():
+                    return
+            with self._lock:  # cancel() cannot slip in between the check and the kill
+                if self._cancelled.is_set():
+                    return
+                os.kill(os.getpid(), sig)
+            sent.set()
+
+    def fire(self, i):
+        """From a stage: send signal ``i`` now and wait until it is sent (the stage's work is in progress)."""
+        self.events[i].set()
+        assert self.sent[i].wait(self.WAIT_S), f"signal {i} was not sent"
+        time.sleep(0.05)  # the main thread's handler runs here (a signal interrupts the sleep)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._cancelled.set()
+        self._thread.join()
+
+
+class SignallingDecoder(Decoder):
+    """The stand-in decoder that, on the loop's frame ``at`` (1-based, main thread only), fires the
+    signaller's signals ``which`` in turn, each once the one before has been handled."""
+
+    def __init__(self, signaller, at, which=(0,), delay=0.0):
+        super().__init__(delay)
+        self.signaller, self.at, self.which, self.calls = signaller, at, which, 0
+
+    def decode(self, signals):
+        if threading.current_thread() is threading.main_thread():
+            self.calls += 1
+            if self.calls == self.at:
+                for i in self.which:
+                    self.signaller.fire(i)
+        return super().decode(signals)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_ends_the_run_with_complete_outputs(sig, small_data, renderer, tmp_path):
-    """The signal arrives while the loop works; the frame in progress finishes, then the outputs."""
+    """The signal arrives while the loop works on its third frame: that frame finishes, then the outputs."""
     loop = stand_in_loop(small_data, delay=0.02)
-    timer = threading.Timer(0.8, os.kill, (os.getpid(), sig))
-    timer.start()
-    try:
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with Signaller(sig) as signaller:
+        loop.decoder = SignallingDecoder(signaller, at=3, delay=0.02)
         summary = run_loop(loop, Frames(100_000), renderer, tmp_path)
-    finally:
-        timer.cancel()
-    assert summary["stopped"] == signal.Signals(sig).name and 1 <= summary["frames"] < 100_000
+    assert signaller.sent[0].is_set()
+    assert summary["stopped"] == signal.Signals(sig).name and summary["frames"] == 3
     check_agree(tmp_path, summary)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
 
 
 def test_a_second_signal_stops_inside_the_frame(small_data, renderer, tmp_path):
-    loop = stand_in_loop(small_data, delay=0.3)
-    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (1.0, 1.1)]  # frames take 0.6 s
-    for t in timers:
-        t.start()
-    summary = run_loop(loop, Frames(1000), renderer, tmp_path)
-    assert "second signal" in summary["stopped"] and summary["frames"] >= 1
+    """Two SIGINTs during the second frame: the first asks to stop after it, the second drops it at once."""
+    loop = stand_in_loop(small_data)
+    with Signaller(signal.SIGINT, signal.SIGINT) as signaller:
+        loop.decoder = SignallingDecoder(signaller, at=2, which=(0, 1))
+        summary = run_loop(loop, Frames(1000), renderer, tmp_path)
+    assert all(s.is_set() for s in signaller.sent)
+    assert "second signal" in summary["stopped"] and summary["frames"] == 1  # the frame in progress dropped
     check_agree(tmp_path, summary)
 
 
 def test_a_signal_while_evaluating_every_frame_keeps_the_outputs_consistent(small_data, renderer, tmp_path):
     """evaluate=every with a slow evaluation: the first signal stops the loop and the frames waiting are
-    evaluated; a second one, then, evaluates only the newest of them. Either way the outputs agree."""
+    evaluated; a second one, sent while the evaluation works on a frame after the first, then evaluates only
+    the newest of them (or drops the frame in progress, if the loop still waits to hand it over). Either
+    way the outputs agree."""
     loop = stand_in_loop(small_data)
-    loop._streams["ceiling"] = flaky(10**9, "", delay=0.4)  # BACKLOG frames waiting take seconds
-    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (1.5, 2.5)]
-    for t in timers:
-        t.start()
-    try:
+    with Signaller(signal.SIGINT, signal.SIGINT) as signaller:
+        loop.decoder = SignallingDecoder(signaller, at=BACKLOG + 2)  # the evaluation is BACKLOG frames behind
+        slow = flaky(10**9, "", delay=0.4)
+
+        def ceiling(img):  # the evaluation thread: the second signal once the first is handled
+            if signaller.sent[0].is_set() and not signaller.events[1].is_set():
+                signaller.events[1].set()
+                assert signaller.sent[1].wait(Signaller.WAIT_S)
+            return slow(img)
+        loop._streams["ceiling"] = ceiling
         summary = run_loop(loop, Frames(1000), renderer, tmp_path, evaluate="every")
-    finally:
-        for t in timers:
-            t.cancel()
+    assert all(s.is_set() for s in signaller.sent)
     stopped = summary["stopped"]
     assert stopped.startswith("SIGINT") and ("second signal" in stopped or "while evaluating" in stopped), stopped
     lines = check_agree(tmp_path, summary)
-    assert lines[-1]["evaluated"] and summary["frames"] < 1000
+    assert lines[-1]["evaluated"] and summary["frames"] <= BACKLOG + 2
 
 
 def test_constant_frames_give_a_defined_summary(small_data, renderer, tmp_path):

@@ -109,11 +109,12 @@ def test_temporal_leaky_integrator(tmp_path):
         LeakyIntegrator(tau_ms=0)
 
 
-def test_clear_errors():
+def test_clear_errors(monkeypatch):
     with pytest.raises(TypeError, match="scoreboard"):
         TorchPhospheneModel(partial(AxonMapModel, rho=200), ArgusII())
     with pytest.raises(ValueError, match="dtype"):
         TorchPhospheneModel(partial(ScoreboardModel), ArgusII(), dtype="float64")
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
-            TorchPhospheneModel(partial(ScoreboardModel), ArgusII(), device="cuda")
+    # device=cuda on a machine without CUDA: checked on every machine, a GPU one included
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        TorchPhospheneModel(partial(ScoreboardModel), ArgusII(), device="cuda")
