@@ -292,6 +292,10 @@ class EmbeddingDecoder:
         return {"embed": info_nce(emb, y_emb, model.logit_scale), "image": image_loss(img.reshape(y_img.shape), y_img)}
 
     # -- use ----------------------------------------------------------------------------------------
+    @property
+    def is_fitted(self) -> bool:
+        return self.model is not None
+
     def _check_fitted(self) -> None:
         if self.model is None:
             raise RuntimeError(f"{type(self).__name__} used before fit() or load_state(): fit it on a dataset first")

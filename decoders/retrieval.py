@@ -42,6 +42,7 @@ class RetrievalDecoder:
     """Signal -> blend of the ``top_k`` gallery thumbnails nearest to its decoded embedding."""
 
     not_fitted = ("top_k", "weighting", "progress")  # only used at decode time: changing them never refits
+    fitted_parts = ("embedding",)  # fit_cached fits (or loads) the embedding decoder through its own cache entry
 
     @staticmethod
     def fit_inputs(config: dict) -> str:
@@ -69,7 +70,8 @@ class RetrievalDecoder:
         if self.top_k > len(paths):
             raise ValueError(f"decoder.top_k={self.top_k} exceeds the gallery's {len(paths)} images "
                              f"({self.gallery or 'the training images'})")
-        self.embedding.fit(data)
+        if not self.embedding.is_fitted:
+            self.embedding.fit(data)
         self.gallery_embeddings = self.embedding.embed_files(paths, data.cache_dir)
         self.gallery_thumbnails = np.stack([
             grey_thumbnail(load_image(p), self.size)

@@ -247,7 +247,10 @@ def fit_cached(cfg, data, cache_root: str | Path, name: str):
     ``fit_inputs`` reads, such as a gallery folder's files): a change of anything that
     changes the fit refits; output folders, sampling settings and devices do not. On a hit the current
     ``cfg`` is instantiated and the cached state loaded into it. The directory's ``config.yaml`` is the
-    config of the run that fitted it.
+    config of the run that fitted it. A class may name ``fitted_parts``: attributes whose sub-configs are
+    components of their own, fitted (or loaded) through this cache first and handed to it fitted, so a
+    part shared by two components is fitted once (the retrieval decoder's embedding decoder, when
+    psim-eval also evaluates that embedding decoder). Its ``fit`` then leaves fitted parts as they are.
     """
     directory = Path(cache_root) / f"{name}-{config_hash(fit_key(cfg), data.signature(), _inputs_signature(cfg))}"
     obj = instantiate(cfg)
@@ -256,6 +259,9 @@ def fit_cached(cfg, data, cache_root: str | Path, name: str):
         _load_state_into(obj, directory)
         return obj, directory
     log.info("%s: no cached fit in %s, fitting %s", name, directory, cfg.get("_target_"))
+    for part in getattr(obj, "fitted_parts", ()):  # parts with a cache of their own (a retrieval's embedder)
+        fitted, _ = fit_cached(cfg[part], data, cache_root, name)
+        setattr(obj, part, fitted)
     obj.fit(data)
     save_component(obj, directory, cfg, getattr(data, "epoch", None))  # stand-ins in tests have none
     log.info("%s: fitted and saved to %s", name, directory)

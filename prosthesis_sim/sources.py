@@ -24,7 +24,12 @@ from .data.dataset import load_image
 from .errors import SourceError
 
 MIN_FRAME_SIDE = 8  # smaller frames carry no spatial pattern to encode, decode or score
-SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "retina", "coins", "immunohistochemistry")
+#: the default clip: photos from which no synthetic concept is cut (the synthetic images are regions of
+#: the scikit-image photos in ``data.synth.images.PHOTOS``), so the demo scores images the encoder and
+#: decoder never saw the like of: a portrait, a wrapped present, a clock, cells and a mosaic of faces
+SAMPLE_PHOTOS = ("mpl:grace_hopper.jpg", "mpl:Minduka_Present_Blue_Pack.png", "clock", "cell", "lfw_faces")
+#: the earlier clip, in distribution: every photo is one the synthetic training concepts are cut from
+SEEN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "retina", "coins", "immunohistochemistry")
 
 
 class VideoSource:
@@ -154,13 +159,34 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
 
 
-class SampleClip:
-    """The default clip: scikit-image's bundled photos with a slow zoom and pan (no download needed)."""
+def sample_photo(name: str) -> np.ndarray:
+    """An RGB uint8 photo shipped inside an installed package (no download): ``mpl:FILE`` from
+    matplotlib's sample data, ``lfw_faces`` a 4 x 4 mosaic of scikit-image's LFW faces, else the
+    ``skimage.data`` function of that name."""
+    if name.startswith("mpl:"):
+        from matplotlib import cbook
 
-    def __init__(self, photos=SAMPLE_PHOTOS, frames_per_photo: int = 6, size: int = 160, fps: float = 6.0):
+        img = load_image(cbook.get_sample_data(name[4:], asfileobj=False))
+    elif name == "lfw_faces":
         import skimage.data
 
-        self.images = [_as_rgb(getattr(skimage.data, name)()) for name in photos]
+        faces = skimage.data.lfw_subset()[:16]
+        img = (255 * np.clip(faces, 0, 1)).astype(np.uint8).reshape(4, 4, 25, 25).transpose(0, 2, 1, 3).reshape(100, 100)
+    else:
+        import skimage.data
+
+        if not callable(getattr(skimage.data, name, None)):
+            raise ValueError(f"source.photos: no sample photo {name!r} (a skimage.data name, mpl:FILE or lfw_faces)")
+        img = getattr(skimage.data, name)()
+    return _as_rgb(np.asarray(img))
+
+
+class SampleClip:
+    """The default clip: photos bundled with scikit-image and matplotlib with a slow zoom and pan (no
+    download needed); ``photos`` names them (:func:`sample_photo`)."""
+
+    def __init__(self, photos=SAMPLE_PHOTOS, frames_per_photo: int = 6, size: int = 160, fps: float = 6.0):
+        self.images = [sample_photo(name) for name in photos]
         self.frames_per_photo, self.size, self.fps = frames_per_photo, size, fps
 
     def __iter__(self) -> Iterator[np.ndarray]:

@@ -178,7 +178,7 @@ def test_embedding_bad_input_gives_clear_errors(small_data, embedding):
 
 
 def test_embedding_load_refuses_other_features(embedding, tmp_path):
-    save_component(embedding, tmp_path / "dec", decoder_cfg("embedding", "features.grid=2"))
+    save_component(embedding, tmp_path / "dec", decoder_cfg("embedding", "decoder_features.grid=2"))
     with pytest.raises(ValueError, match="fitted on features"):
         load_component(tmp_path / "dec")
 

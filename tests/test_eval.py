@@ -19,13 +19,18 @@ from hydra import compose, initialize_config_module
 
 from encoders.mean_erp import MeanERP
 from prosthesis_sim.data.dataset import load_image
-from prosthesis_sim.eval import evaluate_batch, identification
+from prosthesis_sim.eval import evaluate_batch
 from prosthesis_sim.eval.batch import choose
 from prosthesis_sim.scores import image_scores, to_grey
 
 REQUIRED = ("encoder", "decoder", "phosphene", "pearson", "ssim", "norm_pearson", "norm_ssim", "top1", "top5",
             "chance_top1", "chance_top5", "top1_fraction_of_measured", "encode_ms_per_image",
-            "decode_ms_per_image", "phosphene_ms_per_image")
+            "decode_ms_per_image", "phosphene_ms_per_image",
+            # the verdicts (issue 19's contract)
+            "percept_top1", "percept_2way", "percept_2way_lo", "percept_2way_hi", "norm_pearson_lo",
+            "norm_pearson_hi", "top1_lo", "top1_hi", "above_truth")
+COMPARISON_COLUMNS = ("metric", "decoder", "phosphene", "encoder_a", "encoder_b", "diff", "lo", "hi")
+ENCODERS = ("measured", "truth", "mean_erp", "ridge", "oracle", "half_oracle", "thumbnail_2x2", "thumbnail_4x4")
 BIN = Path(sys.executable).parent
 OFFSET = 1000.0  # far outside any synthetic signal's range
 
@@ -64,6 +69,22 @@ class OracleEncoder:
 
     def load_state(self, arrays, meta):
         self.shape, self.paths = tuple(int(s) for s in arrays["shape"]), meta["paths"]
+
+
+class HalfOracleEncoder(OracleEncoder):
+    """The oracle for the first half of the test images; for the rest the floor's signal (the mean ERP,
+    which the oracle decoder reads as image 0, as it reads the floor)."""
+
+    def fit(self, data):
+        super().fit(data)
+        self.floor = data.train_average().mean(axis=0)
+
+    def generate(self, images, seed=None, paths=None):
+        out = super().generate(images, seed, paths)
+        half = len(self.paths) // 2
+        second = [self.paths.index(str(p)) >= half for p in paths]
+        out[second] = self.floor
+        return out
 
 
 class ScaledMeanERP(MeanERP):
@@ -139,9 +160,10 @@ def grid_overrides(root, out, cache, dataset="things_eeg2"):
     return [f"dataset={dataset}", f"dataset.root={root}", f"out={out}", f"cache_dir={cache}",
             "encoders.mean_erp._target_=tests.test_eval.CountingMeanERP",
             "+encoders.oracle._target_=tests.test_eval.OracleEncoder",
+            "+encoders.half_oracle._target_=tests.test_eval.HalfOracleEncoder",
             "+decoders.oracle._target_=tests.test_eval.OracleDecoder",
             "+phosphenes.box._target_=tests.test_eval.BoxPhosphene",
-            "select.encoders=[ridge,oracle]", "select.decoders=[ridge_pixels,oracle]",
+            "select.encoders=[ridge,oracle,half_oracle]", "select.decoders=[ridge_pixels,oracle]",
             "select.phosphenes=[box]", "figure.n_images=3"]
 
 
@@ -177,12 +199,21 @@ def test_results_csv_has_every_combination_and_column(grid):
     first = grid[0]
     rows = read_rows(first.files["csv"])
     assert set(REQUIRED) <= set(rows[0])
-    # measured and the floor are always there, plus the selection: 4 encoders x 2 decoders x 1 phosphene
+    # measured, truth (synthetic data) and the floor are always there, plus the selection and the two
+    # thumbnail bounds: 8 rows x 2 decoders x 1 phosphene
     assert [(r["encoder"], r["decoder"], r["phosphene"]) for r in rows] == [
-        (e, d, "box") for d in ("ridge_pixels", "oracle") for e in ("measured", "mean_erp", "ridge", "oracle")]
+        (e, d, "box") for d in ("ridge_pixels", "oracle") for e in ENCODERS]
     md = first.files["md"].read_text()
     assert "| ridge | ridge_pixels | box |" in md and "chance top-1 = 1/20 = 0.050" in md
-    assert first.files["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "### decoder `oracle`, phosphene model `box`" in md and "more decodable than the brain" in md
+    for figure in ("figure", "verdicts"):
+        assert first.files[figure].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    comparisons = read_rows(first.files["comparisons"])
+    assert set(COMPARISON_COLUMNS) <= set(comparisons[0])
+    pairs = {(c["metric"], c["encoder_a"], c["encoder_b"]) for c in comparisons}
+    for reference in ("mean_erp", "ridge", "truth", "measured"):
+        assert ("percept_2way", "oracle", reference) in pairs
+    assert ("percept_2way", "measured", "mean_erp") in pairs
 
 
 def test_floor_is_zero_and_ceiling_math(grid, small_data):
@@ -205,8 +236,20 @@ def test_floor_is_zero_and_ceiling_math(grid, small_data):
     assert num(oracle["pearson"]) == pytest.approx(num(oracle["ceiling_pearson"]), abs=1e-9)
     assert num(oracle["norm_pearson"]) == pytest.approx(1.0, abs=1e-9)
     assert num(oracle["norm_ssim"]) == pytest.approx(1.0, abs=1e-9)
-    # a real encoder and decoder stay below the ceiling
-    assert num(rows[("ridge", "ridge_pixels", "box")]["norm_pearson"]) < 1
+    # half the images at the ceiling and half at the floor: the normalised Pearson is the first half's share
+    # of the ceiling's gain over the floor, per image, computed here without psim-eval (scipy's Pearson)
+    from scipy.stats import pearsonr
+
+    greys = [to_grey(img) for img in images]
+    target = [cv2.resize(g, (16, 12), interpolation=cv2.INTER_AREA) for g in greys]
+    c = np.array([pearsonr(t.ravel(), box(g).ravel())[0] for t, g in zip(target, greys)])
+    f = np.array([pearsonr(t.ravel(), box(greys[0]).ravel())[0] for t in target])
+    half = rows[("half_oracle", "oracle", "box")]
+    assert num(half["norm_pearson"]) == pytest.approx((c[:10] - f[:10]).sum() / (c - f).sum(), abs=1e-5)
+    assert num(half["norm_pearson_lo"]) < num(half["norm_pearson"]) < num(half["norm_pearson_hi"])
+    # a real encoder and decoder sit between the floor and the ceiling, within their interval
+    ridge = rows[("ridge", "ridge_pixels", "box")]
+    assert num(ridge["norm_pearson_lo"]) <= num(ridge["norm_pearson"]) <= num(ridge["norm_pearson_hi"]) < 1
 
 
 def test_identification_is_right_where_the_answer_is_known(grid):
@@ -215,32 +258,29 @@ def test_identification_is_right_where_the_answer_is_known(grid):
     oracle = rows[("oracle", "oracle", "box")]
     assert num(oracle["top1"]) == 1 and num(oracle["top5"]) == 1
     assert num(oracle["chance_top1"]) == pytest.approx(1 / n) and num(oracle["chance_top5"]) == pytest.approx(5 / n)
-    # a constant signal embeds every image as the same one-hot vector: only that image is found (top-1 = top-5
-    # = 1/N; every other image ties with 18 others below the constant's image)
+    # a constant signal embeds every image as the same one-hot vector: that image is found, every other image
+    # ties with 18 others below it (top-1 0, top-5 4/19 with ties broken at random): chance, 1/N and 5/N
     floor = rows[("mean_erp", "oracle", "box")]
-    assert num(floor["top1"]) == pytest.approx(1 / n) and num(floor["top5"]) == pytest.approx(1 / n)
+    assert num(floor["top1"]) == pytest.approx(1 / n) and num(floor["top5"]) == pytest.approx(5 / n)
+    # ... and its percept, the same for every image, is at chance among the ceiling percepts, exactly
+    assert num(floor["percept_2way"]) == 0.5 and num(floor["percept_top1"]) == pytest.approx(1 / n)
+    assert num(floor["percept_2way_lo"]) == num(floor["percept_2way_hi"]) == 0.5
+    # the oracle's percepts are the ceiling percepts: identified perfectly, at every stage
+    for col in ("percept_2way", "percept_top1", "decoded_2way", "decoded_top1"):
+        assert num(oracle[col]) == 1, col
+    # ... which is more than the brain's noise-free response allows: flagged, and only paths above it are
+    assert oracle["above_truth"] == "true" and rows[("mean_erp", "oracle", "box")]["above_truth"] == "false"
+    assert rows[("truth", "oracle", "box")]["above_truth"] == "false"
     measured = rows[("measured", "oracle", "box")]
     assert num(oracle["top1_fraction_of_measured"]) == pytest.approx(1 / num(measured["top1"]))
     # decoders without an embedding get no identification
     assert rows[("ridge", "ridge_pixels", "box")]["top1"] == ""
 
 
-def test_identification_toy_with_ties():
-    images = np.eye(4)
-    signals = np.array([[1, 0, 0, 0],     # right
-                        [1, 0, 0, 0],     # wrong: image 0 is more similar
-                        [0, 0, 1, 1],     # a tie with image 3 counts against: not top-1, top-2
-                        [0, 0, 0, 2.0]])  # right (length does not matter: cosine)
-    got = identification(signals, images, ks=(1, 2))
-    assert got == {"top1": 0.5, "top2": 0.75, "chance_top1": 0.25, "chance_top2": 0.5}
-    with pytest.raises(ValueError, match="same shape"):
-        identification(signals[:3], images)
-
-
 def test_signals_are_generated_once_and_the_second_run_hits_every_cache(grid):
     first, second, counts_first, counts_second = grid
     # 2 decoders reuse one generate() per encoder
-    assert first.generate_calls == {"mean_erp": 1, "ridge": 1, "oracle": 1}
+    assert first.generate_calls == {"mean_erp": 1, "ridge": 1, "oracle": 1, "half_oracle": 1}
     assert counts_first == (1, 1, 1)
     assert second.generate_calls == {} and counts_second == (0, 0, 0)  # no refit, no regeneration
     a, b = by_key(read_rows(first.files["csv"])), by_key(read_rows(second.files["csv"]))
@@ -283,7 +323,7 @@ def test_meg_dataset(tmp_path):
                        + ["select.phosphenes=[box]"])
     result = evaluate_batch(cfg)
     rows = by_key(read_rows(result.files["csv"]))
-    assert len(rows) == 4 * 2 and "MEG" in rows[("ridge", "ridge_pixels", "box")]["dataset"]
+    assert len(rows) == len(ENCODERS) * 2 and "MEG" in rows[("ridge", "ridge_pixels", "box")]["dataset"]
     assert num(rows[("oracle", "oracle", "box")]["norm_pearson"]) == pytest.approx(1.0, abs=1e-9)
     assert num(rows[("oracle", "oracle", "box")]["top1"]) == 1
 
@@ -316,9 +356,9 @@ def test_psim_eval_cli_and_report(synth_root, tmp_path):
          "select.decoders=[ridge_pixels]"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_rows(out / "results.csv")
-    assert [r["encoder"] for r in rows] == ["measured", "mean_erp", "ridge"]
+    assert [r["encoder"] for r in rows] == ["measured", "truth", "mean_erp", "ridge", "thumbnail_2x2", "thumbnail_4x4"]
     assert {r["subject"] for r in rows} == {"sub-02"} and {r["phosphene"] for r in rows} == {"argus_scoreboard"}
-    assert num(rows[1]["norm_pearson"]) == 0 and 0 < num(rows[0]["ceiling_pearson"]) <= 1
+    assert num(rows[2]["norm_pearson"]) == 0 and 0 < num(rows[0]["ceiling_pearson"]) <= 1
     assert "ridge / ridge_pixels / argus_scoreboard" in proc.stdout and (out / "percepts.png").is_file()
 
     from prosthesis_sim.report import build_report

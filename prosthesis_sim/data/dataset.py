@@ -9,6 +9,9 @@ from pathlib import Path
 import mne
 import numpy as np
 
+#: written by psim-synth beside each subject's files (prosthesis_sim.data.synth); never in a real recording
+TRUTH_FILE = "synthetic_truth_test.npy"
+
 log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class BrainDataset:
     description: str = ""
     cache_dir: Path | None = None
     test_raw: np.ndarray | None = field(default=None, repr=False)
+    #: synthetic data only: each test image's noise-free expected response (n_test, channels, times), the
+    #: truth that psim-eval scores as a reference row. No model may read it (it is not in any real recording).
+    test_truth: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_trials(cls, train: np.ndarray, test: np.ndarray, average_train: bool, average_test: bool,
@@ -141,6 +147,8 @@ class BrainDataset:
         self.train, self.test = fn(self.train), fn(self.test)
         if self.test_raw is not None:
             self.test_raw = self.test if raw_is_test else fn(self.test_raw)
+        if self.test_truth is not None:
+            self.test_truth = fn(self.test_truth)
         self.times = np.asarray(times, dtype=np.float64)
         self.__dict__.pop("normalizer", None)
 
@@ -203,6 +211,20 @@ class Normalizer:
 
 
 ROWS_PER_CONVERSION = 512  # images converted to float32 at a time (the training arrays are GBs)
+
+
+def read_truth(folder: Path, test_shape: tuple, crop: slice = slice(None)) -> np.ndarray | None:
+    """``<folder>/synthetic_truth_test.npy`` (written by psim-synth) as (n_test, channels, times) float32,
+    or None when the folder has none (every real recording)."""
+    path = Path(folder) / TRUTH_FILE
+    if not path.is_file():
+        return None
+    truth = np.load(path)
+    want = (test_shape[0], *test_shape[2:])
+    if truth.shape != want:
+        raise ValueError(f"{path}: shape {truth.shape}, expected {want} (test images x channels x times "
+                         "of the test file beside it); re-run psim-synth")
+    return np.ascontiguousarray(truth[..., crop], dtype=np.float32)
 
 
 def to_float32(data: np.ndarray, average: bool = False) -> np.ndarray:

@@ -1,54 +1,57 @@
-"""psim-eval: every encoder x decoder x phosphene model over a dataset's test split, in one table.
+"""psim-eval: every encoder x decoder x phosphene model over a dataset's test split, with its verdicts.
 
-Per combination and test image: signal -> ``decoder.decode`` -> phosphene percept -> ``image_scores``
-against the image. The ceiling is the image straight to the implant (``phosphene(to_grey(image))``,
-per phosphene model); the floor is the floor encoder's row (``mean_erp``) with the same decoder and
-phosphene model; scores are normalised on their means over the test images, as the loop does.
+Per combination and test image: signal -> ``decoder.decode`` -> phosphene percept, scored against the
+image (Pearson, SSIM) and identified among the test images at every stage the information passes
+(``identify``): the signal among the generated ones (signal space, decoder-free), the decoder's
+embedding among the test images' (decoders that embed), the decoded image among the test images, and
+the percept among the *ceiling percepts* (every test image sent straight through the same implant: the
+"virtual patient"). The ceiling is the image straight to the implant; the floor is the floor encoder's
+row (``mean_erp``) with the same decoder and phosphene model.
 
-Two reference encoders are always evaluated and always in the table, whatever ``select.encoders``
-says: ``measured`` (the measured test averages, the real brain) and the floor, because every
-normalised score and decodability fraction is relative to them.
+Reference rows are always evaluated: ``measured`` (the measured test averages, the real brain), the
+floor, on synthetic data ``truth`` (the noise-free expected response, from psim-synth's own file), and
+per decoder and implant the k x k luminance thumbnails (``thumbnail_2x2``, ``thumbnail_4x4``: how much
+coarse layout alone gives). Every number gets a 95 % bootstrap interval over the test images and every
+row is compared pairwise with the references (``verdicts``): comparisons.csv.
 
 Models are fitted on the training split through ``fit_cached`` (keyed by config and data, never by
-``out``). Each encoder generates the test signals once; the array is cached on disk keyed by the
-encoder's saved weights (their sha256), the test image files and the seed, and every decoder and
-phosphene model reuses it.
+``out``); each encoder's test signals are generated once and cached (``signals``).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from ..checkpoint import CONFIG, WEIGHTS, atomic_write, atomic_write_text, fit_cached, load_component, to_container
+from ..checkpoint import atomic_write_text, fit_cached, to_container
 from ..evaluate import load_test_images
-from ..features.cache import cache_key
+from ..protocols import can_sample_trials, is_image_independent
 from ..scores import image_scores, normalised_score, to_grey
-from .decodability import embeds, fraction_of, identification
-from .figure import percept_figure
-from .tables import summary, write_csv, write_markdown
+from .circularity import warn_circular
+from .decodability import embeds, fraction_of, identification_per_image
+from .figure import percept_figure, verdict_figure
+from .identify import identify_sets
+from .signals import Signals, equal_noise_name, generate_cached, load_encoder
+from .tables import summary, write_comparisons, write_csv, write_markdown
+from .verdicts import TRUTH, add_intervals, comparisons, flag_above_truth
 
 log = logging.getLogger(__name__)
 
 MEASURED = "measured"
 SCORES = ("pearson", "ssim")
+THUMBNAILS = (2, 4)  # k x k luminance thumbnails: reference rows per decoder and implant
+
+
+def thumbnail_name(k: int) -> str:
+    return f"thumbnail_{k}x{k}"
 FIELDS = ("encoders", "decoders", "phosphenes")
-
-
-@dataclass
-class Signals:
-    """Signals for the test images (n, channels, times) and the encoder's time per image (ms)."""
-
-    array: np.ndarray
-    ms_per_image: float
 
 
 @dataclass
@@ -56,6 +59,7 @@ class EvalResult:
     rows: list[dict]
     files: dict[str, Path]
     generate_calls: dict[str, int] = field(default_factory=dict)  # encoder name -> generate() calls made
+    comparisons: list[dict] = field(default_factory=list)  # comparisons.csv's rows
 
 
 # --- choosing ---------------------------------------------------------------------------------------
@@ -94,77 +98,6 @@ def choose(cfg) -> dict[str, list[str]]:
     return chosen
 
 
-# --- signals ----------------------------------------------------------------------------------------
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _encoder_dir(path) -> Path:
-    """A saved encoder folder, or a psim-train run folder holding ``encoder/``."""
-    path = Path(path)
-    if not (path / WEIGHTS).is_file() and (path / "encoder" / WEIGHTS).is_file():
-        return path / "encoder"
-    return path
-
-
-def load_encoder(cfg, name: str, data, cache: Path):
-    """(encoder, its weights file, its settings as text): loaded from ``encoder_dirs[name]`` or fitted
-    through fit_cached. The settings include what the fit cache ignores (sampler, steps, guidance ...),
-    which changes the generated signals."""
-    dirs = cfg.get("encoder_dirs") or {}
-    if name in dirs:
-        directory = _encoder_dir(dirs[name])
-        try:
-            encoder = load_component(directory, data)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"encoder_dirs.{name}={dirs[name]}: {err} (give a psim-train output folder "
-                                    "or its encoder/ folder)") from err
-        return encoder, directory / WEIGHTS, (directory / CONFIG).read_text()
-    encoder, directory = fit_cached(cfg.encoders[name], data, cache, "encoder")
-    return encoder, Path(directory) / WEIGHTS, json.dumps(to_container(cfg.encoders[name]), sort_keys=True)
-
-
-def _check_signals(name: str, signals, data) -> np.ndarray:
-    signals = np.asarray(signals, dtype=np.float32)
-    want = (len(data.test_images), *data.signal_shape)
-    if signals.shape != want:
-        raise ValueError(f"encoder {name!r} generated signals of shape {signals.shape}, expected {want} "
-                         f"(test images x channels x times of {data.description} {data.subject})")
-    if not np.isfinite(signals).all():
-        raise ValueError(f"encoder {name!r} generated {int((~np.isfinite(signals)).sum())} NaN/Inf values")
-    return signals
-
-
-def generate_cached(name: str, encoder, weights: Path, images: list[np.ndarray], data, seed: int,
-                    cache: Path, calls: dict[str, int], settings: str = "") -> Signals:
-    """The encoder's test signals, generated once and cached by (weights sha256, settings, test image
-    files, seed): new sampling settings regenerate without refitting."""
-    settings_sha = hashlib.sha256(settings.encode()).hexdigest()
-    key = cache_key(f"signals|{_sha256(weights)}|{settings_sha}|seed={seed}", [Path(p) for p in data.test_images])
-    path = cache / "signals" / f"signals-{key}.npz"
-    if path.is_file():
-        with np.load(path) as f:
-            log.info("%s: reusing generated test signals %s", name, path)
-            return Signals(_check_signals(name, f["signals"], data), float(f["ms_per_image"]))
-    start = time.perf_counter()
-    signals = encoder.generate(images, seed=seed, paths=list(data.test_images))
-    ms = 1000 * (time.perf_counter() - start) / len(images)
-    calls[name] = calls.get(name, 0) + 1
-    signals = _check_signals(name, signals, data)
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, signals=signals, ms_per_image=np.float64(ms))
-
-    atomic_write(path, write)
-    return Signals(signals, ms)
-
-
 # --- scoring ----------------------------------------------------------------------------------------
 
 def _decode(name: str, decoder, signals: np.ndarray) -> np.ndarray:
@@ -183,14 +116,25 @@ def still(phosphene, image: np.ndarray) -> np.ndarray:
     return phosphene(image)
 
 
-def _mean_scores(images, percepts) -> dict[str, float]:
+def _per_image_scores(images, percepts) -> dict[str, np.ndarray]:
     scores = [image_scores(img, p) for img, p in zip(images, percepts)]
-    return {k: float(np.mean([s[k] for s in scores])) for k in SCORES}
+    return {k: np.array([s[k] for s in scores]) for k in SCORES}
 
 
 def figure_indices(n: int, k: int) -> list[int]:
     """``k`` test images spread evenly over the test set (all when it has fewer)."""
     return sorted({int(i) for i in np.linspace(0, n - 1, min(k, n)).round()})
+
+
+def thumbnail(image: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
+    """The k x k luminance thumbnail of the whole frame (area averages), shown as blocks at ``shape``."""
+    small = cv2.resize(to_grey(image), (k, k), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _zscored(data, signals: np.ndarray) -> np.ndarray:
+    """Signals in the training split's per-channel z units, so every sensor weighs alike."""
+    return data.normalizer(signals)
 
 
 def _command() -> str | None:
@@ -203,74 +147,128 @@ def _command() -> str | None:
         return None
 
 
+def _signals(cfg, chosen, data, images, cache, seed, calls) -> tuple[dict[str, Signals], dict[str, dict]]:
+    """Every row's test signals: measured, truth (synthetic data), each encoder's expected response and,
+    for encoders that sample trials, the average of as many trials as the measured average has."""
+    signals = {MEASURED: Signals(data.test_average().astype(np.float32), float("nan"))}
+    if data.test_truth is not None and cfg.get("truth", True):
+        signals[TRUTH] = Signals(data.test_truth.astype(np.float32), float("nan"))
+    configs: dict[str, dict] = {}
+    repetitions = int(data.test_repetitions().shape[1])
+    equal_noise = (cfg.get("equal_noise") or {}).get("enabled", True)
+    for name in chosen["encoders"]:
+        if name == MEASURED:
+            continue
+        encoder, weights, settings, configs[name] = load_encoder(cfg, name, data, cache)
+        signals[name] = generate_cached(name, encoder, weights, images, data, seed, cache, calls, settings)
+        if equal_noise and repetitions > 1 and can_sample_trials(encoder) and not is_image_independent(encoder):
+            avg = equal_noise_name(name, repetitions)
+            signals[avg] = generate_cached(avg, encoder, weights, images, data, seed, cache, calls, settings,
+                                           repetitions=repetitions)
+            configs[avg] = configs[name]
+        del encoder  # signals are all the grid needs; free the (diffusion) model
+    return signals, configs
+
+
 def evaluate_batch(cfg: DictConfig) -> EvalResult:
-    """Run the whole grid of ``cfg`` (configs/eval.yaml) and write results.csv, results.md, percepts.png."""
+    """Run the whole grid of ``cfg`` (configs/eval.yaml) and write results.csv, comparisons.csv,
+    results.md, percepts.png and verdicts.png."""
     out, cache, seed = Path(cfg.out), Path(cfg.cache_dir), int(cfg.seed)
     chosen = choose(cfg)
     data = instantiate(cfg.dataset)
     images = load_test_images(data)
     n = len(images)
     floor = cfg.floor
+    boot = cfg.get("bootstrap") or {}
+    n_resamples, boot_seed = int(boot.get("n_resamples", 2000)), int(boot.get("seed", 0))
+    centre = bool((cfg.get("identify") or {}).get("centre", True))
 
     calls: dict[str, int] = {}
-    signals = {MEASURED: Signals(data.test_average().astype(np.float32), float("nan"))}
-    for name in chosen["encoders"]:
-        if name != MEASURED:
-            encoder, weights, settings = load_encoder(cfg, name, data, cache)
-            signals[name] = generate_cached(name, encoder, weights, images, data, seed, cache, calls, settings)
-            del encoder  # signals are all the grid needs; free the (diffusion) model
+    signals, enc_configs = _signals(cfg, chosen, data, images, cache, seed, calls)
     decoders = {name: fit_cached(cfg.decoders[name], data, cache, "decoder")[0] for name in chosen["decoders"]}
+    circular = warn_circular(enc_configs, {name: to_container(cfg.decoders[name]) for name in decoders})
     phosphenes = {name: instantiate(cfg.phosphenes[name]).build() for name in chosen["phosphenes"]}
 
     ceilings = {p: [still(model, to_grey(img)) for img in images] for p, model in phosphenes.items()}
-    ceiling_scores = {p: _mean_scores(images, ceilings[p]) for p in phosphenes}
+    ceiling_scores = {p: _per_image_scores(images, ceilings[p]) for p in phosphenes}
+    measured_z = _zscored(data, signals[MEASURED].array)
+    signal_ident = {name: identify_sets(measured_z, _zscored(data, sig.array), centre=centre)
+                    for name, sig in signals.items() if name != MEASURED}
     shown = figure_indices(n, int(cfg.figure.n_images))
     panels: dict[tuple, list[np.ndarray]] = {}
 
-    rows = []
+    rows, per_image = [], {}
     meta = {"n_images": n, "dataset": data.description, "subject": data.subject, "floor": floor}
-    bar = tqdm(total=len(signals) * len(decoders) * len(phosphenes), desc="psim-eval", unit="combination",
-               disable=None)
+    bar = tqdm(total=(len(signals) + len(THUMBNAILS)) * len(decoders) * len(phosphenes), desc="psim-eval",
+               unit="combination", disable=None)
     for dec_name, decoder in decoders.items():
         gallery = decoder.embed_images(images, paths=list(data.test_images)) if embeds(decoder) else None
+        paths: dict[str, tuple[np.ndarray, dict, float]] = {}  # row -> (decoded, per-image values, decode ms)
         for enc_name, sig in signals.items():
             start = time.perf_counter()
             decoded = _decode(dec_name, decoder, sig.array)
-            decode_ms = 1000 * (time.perf_counter() - start) / n
+            values = {}
+            if gallery is not None:
+                ident = identification_per_image(decoder.embed(sig.array), gallery)
+                values.update(top1=ident["top1"], top5=ident["top5"], embed_2way=ident["two_way"])
+            if enc_name in signal_ident:
+                values.update(signal_2way=signal_ident[enc_name]["two_way"], signal_top1=signal_ident[enc_name]["top1"])
+            paths[enc_name] = (decoded, values, 1000 * (time.perf_counter() - start) / n)
+        shape = paths[MEASURED][0].shape[1:]
+        for k in THUMBNAILS:
+            paths[thumbnail_name(k)] = (np.stack([thumbnail(img, k, shape) for img in images]), {}, float("nan"))
+        targets = np.stack([cv2.resize(to_grey(img), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+                            for img in images])
+        for enc_name, (decoded, values, decode_ms) in paths.items():
+            ident = identify_sets(decoded, targets, centre=centre)
+            values.update(decoded_2way=ident["two_way"], decoded_top1=ident["top1"])
             panels[("decoded", enc_name, dec_name)] = [decoded[i] for i in shown]
-            ident = identification(decoder.embed(sig.array), gallery) if gallery is not None else {}
             for ph_name, model in phosphenes.items():
                 start = time.perf_counter()
                 percepts = [still(model, d) for d in decoded]
                 phosphene_ms = 1000 * (time.perf_counter() - start) / n
                 panels[("percept", enc_name, dec_name, ph_name)] = [percepts[i] for i in shown]
+                ident = identify_sets(np.stack(percepts), np.stack(ceilings[ph_name]), centre=centre)
+                key = (enc_name, dec_name, ph_name)
+                per_image[key] = {**values, **_per_image_scores(images, percepts), "percept_2way": ident["two_way"],
+                                  "percept_top1": ident["top1"]}
+                sig = signals.get(enc_name)
                 rows.append({"encoder": enc_name, "decoder": dec_name, "phosphene": ph_name,
-                             **_mean_scores(images, percepts), **ident,
-                             **{f"ceiling_{k}": ceiling_scores[ph_name][k] for k in SCORES},
-                             "encode_ms_per_image": sig.ms_per_image, "decode_ms_per_image": decode_ms,
-                             "phosphene_ms_per_image": phosphene_ms, **meta})
+                             **{k: float(np.mean(v)) for k, v in per_image[key].items()},
+                             "chance_top1": 1 / n, "chance_top5": min(5, n) / n, "chance_2way": 0.5,
+                             **{f"ceiling_{k}": float(np.mean(ceiling_scores[ph_name][k])) for k in SCORES},
+                             "encode_ms_per_image": sig.ms_per_image if sig is not None else float("nan"),
+                             "decode_ms_per_image": decode_ms, "phosphene_ms_per_image": phosphene_ms,
+                             "circular": circular.get((enc_name, dec_name), ""), **meta})
                 bar.update()
     bar.close()
     _normalise(rows, floor)
+    add_intervals(rows, per_image, floor, ceiling_scores, n_resamples, boot_seed)
+    references = [r for r in dict.fromkeys([floor, "ridge", TRUTH, MEASURED]) if r in signals]
+    compared = comparisons(rows, per_image, floor, references, ceiling_scores, n_resamples, boot_seed)
+    flag_above_truth(rows, compared)
 
     out.mkdir(parents=True, exist_ok=True)
-    files = {"csv": out / "results.csv", "md": out / "results.md", "figure": out / "percepts.png",
-             "config": out / "eval_config.yaml"}
+    files = {"csv": out / "results.csv", "comparisons": out / "comparisons.csv", "md": out / "results.md",
+             "figure": out / "percepts.png", "verdicts": out / "verdicts.png", "config": out / "eval_config.yaml"}
     write_csv(files["csv"], rows)
+    write_comparisons(files["comparisons"], compared)
     title = f"psim-eval: {data.description}, {data.subject}, {n} test images"
-    write_markdown(files["md"], rows, title, _command(), files["figure"].name)
+    write_markdown(files["md"], rows, title, _command(), files["figure"].name, compared, files["verdicts"].name)
     figure_rows = [(f"ceiling\n({p})", [ceilings[p][i] for i in shown]) for p in phosphenes]
-    norm = {(r["encoder"], r["decoder"], r["phosphene"]): r["norm_pearson"] for r in rows}
+    by = {(r["encoder"], r["decoder"], r["phosphene"]): r for r in rows}
     for dec_name in decoders:
         for ph_name in phosphenes:
-            for enc_name in signals:
+            for enc_name in [*signals, *map(thumbnail_name, THUMBNAILS)]:
                 if cfg.figure.decoded and ph_name == next(iter(phosphenes)):
                     figure_rows.append((f"{enc_name}\n{dec_name}: decoded", panels[("decoded", enc_name, dec_name)]))
-                figure_rows.append((f"{enc_name}\n{dec_name}\n{ph_name}\nnorm. Pearson {norm[(enc_name, dec_name, ph_name)]:.2f}",
-                                    panels[("percept", enc_name, dec_name, ph_name)]))
+                r = by[(enc_name, dec_name, ph_name)]
+                figure_rows.append((f"{enc_name}\n{dec_name}\n{ph_name}\n2-way {r['percept_2way']:.2f}, "
+                                    f"norm. r {r['norm_pearson']:.2f}", panels[("percept", enc_name, dec_name, ph_name)]))
     percept_figure(files["figure"], [images[i] for i in shown], figure_rows, title)
+    verdict_figure(files["verdicts"], rows, title)
     atomic_write_text(files["config"], OmegaConf.to_yaml(cfg, resolve=True))
-    return EvalResult(rows, files, calls)
+    return EvalResult(rows, files, calls, compared)
 
 
 def _normalise(rows: list[dict], floor: str) -> None:
@@ -293,5 +291,6 @@ def run_eval(cfg: DictConfig) -> EvalResult:
     """What ``psim-eval`` does: the batch evaluation, then the summary table on the console."""
     result = evaluate_batch(cfg)
     print("\n" + summary(result.rows))
-    print(f"\nresults: {result.files['csv']}, {result.files['md']}, figure: {result.files['figure']}")
+    print(f"\nresults: {result.files['csv']}, {result.files['comparisons']}, {result.files['md']}, figures: "
+          f"{result.files['figure']}, {result.files['verdicts']}")
     return result

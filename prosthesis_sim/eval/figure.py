@@ -38,3 +38,52 @@ def percept_figure(path: Path, images: list[np.ndarray], rows: list[tuple[str, l
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return Path(path)
+
+
+#: verdicts.png's panels: (column, axis label)
+VERDICT_METRICS = (("percept_2way", "percept 2-way identification"), ("decoded_2way", "decoded 2-way"),
+                   ("norm_pearson", "normalised Pearson"))
+
+
+def verdict_figure(path: Path, rows: list[dict], title: str = "") -> Path:
+    """verdicts.png: per decoder and phosphene model (a row of panels), each path's value with its 95 %
+    interval (a bar), chance dotted, the truth (synthetic data) dashed: a difference inside the bars is no
+    ranking."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys((r["decoder"], r["phosphene"]) for r in rows))
+    encoders = list(dict.fromkeys(r["encoder"] for r in rows))
+    fig, axes = plt.subplots(len(groups), len(VERDICT_METRICS), squeeze=False, layout="constrained",
+                             figsize=(4.2 * len(VERDICT_METRICS), 0.32 * len(encoders) * len(groups) + 1.2 * len(groups)))
+    for g, (decoder, phosphene) in enumerate(groups):
+        mine = {r["encoder"]: r for r in rows if (r["decoder"], r["phosphene"]) == (decoder, phosphene)}
+        for m, (key, label) in enumerate(VERDICT_METRICS):
+            ax = axes[g, m]
+            for y, enc in enumerate(encoders):
+                r = mine.get(enc)
+                if r is None or not np.isfinite(r.get(key, np.nan)):
+                    continue
+                lo, hi = r.get(f"{key}_lo", np.nan), r.get(f"{key}_hi", np.nan)
+                colour = "C3" if r.get("above_truth") is True and not enc.startswith("thumbnail_") else (
+                    "0.5" if enc.startswith("thumbnail_") else "C0")
+                if np.isfinite(lo) and np.isfinite(hi):
+                    ax.plot([lo, hi], [y, y], color=colour, lw=2.5, solid_capstyle="butt")
+                ax.plot([r[key]], [y], "o", color=colour, ms=4)
+            chance = 0.5 if key.endswith("2way") else 0.0
+            ax.axvline(chance, color="k", ls=":", lw=1)
+            if "truth" in mine and np.isfinite(mine["truth"].get(key, np.nan)):
+                ax.axvline(mine["truth"][key], color="C2", ls="--", lw=1)
+            ax.set_yticks(range(len(encoders)), encoders if m == 0 else [""] * len(encoders), fontsize=8)
+            ax.invert_yaxis()
+            ax.tick_params(axis="x", labelsize=8)
+            ax.set_xlabel(label, fontsize=8)
+            if m == 0:
+                ax.set_title(f"{decoder} / {phosphene}", fontsize=9, loc="left")
+    fig.suptitle((title + "\n" if title else "") + "95 % intervals over test images; dotted: chance (floor 0 for "
+                 "norm.), dashed: truth; red: above the truth", fontsize=9)
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    return Path(path)

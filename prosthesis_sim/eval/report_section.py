@@ -8,7 +8,7 @@ import math
 import os
 from pathlib import Path
 
-from .tables import cell, explanation, md_table, read_csv
+from .tables import cell, explanation, md_table, read_csv, verdict_tables
 
 RESULTS = "results.csv"
 REPORT_COLUMNS = (
@@ -72,13 +72,21 @@ def eval_section(folders: list[Path], out: Path) -> list[str]:
         rows = read_csv(folder / RESULTS)
         if not rows:
             raise ValueError(f"{folder / RESULTS} holds no rows: rerun psim-eval")
+        for row in rows:  # read_csv keeps 'true' / 'false' as text
+            if isinstance(row.get("above_truth"), str):
+                row["above_truth"] = row["above_truth"] == "true"
         first = rows[0]
-        lines += ["", f"### {first['dataset']}, {first['subject']}: `{folder}`", "", md_table(rows, REPORT_COLUMNS),
-                  "", *explanation(rows)]
+        lines += ["", f"### {first['dataset']}, {first['subject']}: `{folder}`", ""]
+        if "percept_2way" in first:  # psim-eval folders written before the verdicts have no intervals
+            lines += ["Identification at every stage with 95 % intervals over the test images (paired "
+                      "differences in the folder's comparisons.csv):", "",
+                      *[line.replace("### ", "#### ") for line in verdict_tables(rows)]]
+        lines += [md_table(rows, REPORT_COLUMNS), "", *explanation(rows)]
         decodability = decodability_lines(rows)
         if decodability:
             lines += ["", "Decodability (identification of the test images by decoders trained on measured "
                       "signals only):", "", *decodability]
-        if (folder / "percepts.png").is_file():
-            lines += ["", f"![percepts {first['subject']}]({os.path.relpath(folder / 'percepts.png', out)})"]
+        for figure in ("verdicts.png", "percepts.png"):
+            if (folder / figure).is_file():
+                lines += ["", f"![{figure[:-4]} {first['subject']}]({os.path.relpath(folder / figure, out)})"]
     return lines

@@ -28,6 +28,7 @@ from .subject import _Subject
 from .trials import _simulate_split
 
 VERSION = 2  # 2: retinotopic sources (retinotopy=False reproduces version 1 exactly)
+from ..dataset import TRUTH_FILE  # each test image's noise-free expected response (psim-eval's `truth` row)
 
 
 def synthesize(
@@ -102,12 +103,23 @@ def synthesize(
                     rec.forward, rec.posterior, rec.scalp_radius, _rng(seed, "retinotopy", s)).scaled(scale)
             for split, (drives, lags), reps, per_concept, fields in splits:
                 data = _simulate_split(seed, s, split, subject, drives, lags, reps, bar,
-                                       fields if retinotopy else None)
+                                       fields if retinotopy else None, truth=split == "test")
+                if split == "test":
+                    data, truth = data
+                    atomic_save_npy(out / f"sub-{s + 1:02d}" / TRUTH_FILE, truth)
                 rec.write(out / f"sub-{s + 1:02d}", split, data, per_concept)
     tmp = out / "synth.json.tmp"
     tmp.write_text(json.dumps({**record, "complete": True}, indent=1))
     tmp.replace(out / "synth.json")  # only a finished run says complete: an interrupted one is redone
     return out
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+    tmp.replace(path)
 
 
 def is_complete(out: str | Path, version: int | None = VERSION) -> bool:

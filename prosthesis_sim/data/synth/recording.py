@@ -96,9 +96,15 @@ class _EEG(_Recording):
         gain = fwd["sol"]["data"]
         return gain - gain.mean(axis=0)
 
+    zscored = False  # the preprocessing is linear: the expected response is the preprocessed expectation
+
     def preprocess(self, x: np.ndarray) -> np.ndarray:
         x -= x[..., : self.n_base].mean(axis=-1, keepdims=True)
         return x[..., self.n_base :]
+
+    def expected(self, x: np.ndarray, scale=None) -> np.ndarray:
+        """The preprocessed expectation of trials whose raw expectation is ``x`` (linear: exact)."""
+        return self.preprocess(x)
 
     def write(self, folder: Path, split: str, data: np.ndarray, per_concept: int) -> None:
         _write_pickle(folder / f"preprocessed_eeg_{split}.npy", {
@@ -134,9 +140,26 @@ class _MEG(_Recording):
 
     def preprocess(self, x: np.ndarray) -> np.ndarray:
         """The official pipeline: low-pass, baseline z-score (mne.baseline.rescale, mode='zscore'), crop."""
-        x = scipy.signal.sosfiltfilt(scipy.signal.butter(4, MEG_LOWPASS, fs=self.sfreq, output="sos"), x, axis=-1)
+        x = self._lowpass(x)
         base = x[..., : self.n_base]
         x = (x - base.mean(axis=-1, keepdims=True)) / base.std(axis=-1, keepdims=True)
+        return x[..., self.n_base :].astype(np.float32)
+
+    zscored = True  # per-trial division by the baseline sd: the expectation needs its mean scaling
+
+    def _lowpass(self, x: np.ndarray) -> np.ndarray:
+        return scipy.signal.sosfiltfilt(scipy.signal.butter(4, MEG_LOWPASS, fs=self.sfreq, output="sos"), x, axis=-1)
+
+    def baseline_sd(self, x: np.ndarray) -> np.ndarray:
+        """(n, channels) baseline standard deviation after the low-pass, as ``preprocess`` divides by it."""
+        return self._lowpass(x)[..., : self.n_base].std(axis=-1)
+
+    def expected(self, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Low-pass and baseline removal (linear), then the mean 1 / baseline-sd of noise-only trials
+        per channel in place of each trial's own (an approximation: the sd is taken as independent of the
+        response, which starts after the baseline)."""
+        x = self._lowpass(x)
+        x = (x - x[..., : self.n_base].mean(axis=-1, keepdims=True)) * scale[None, :, None]
         return x[..., self.n_base :].astype(np.float32)
 
     def write(self, folder: Path, split: str, data: np.ndarray, per_concept: int) -> None:

@@ -10,15 +10,20 @@ from .recording import _Recording
 from .subject import _Subject
 
 NEIGHBOUR_GAIN = 0.5  # their responses' scale (calibration: at full scale they would cap reliability)
+LATENCY_JITTER = 2  # samples: each trial's onset is shifted uniformly by -2 .. +2
+TRIAL_GAIN_SD = 0.2  # log-normal trial gain, sigma of the log
+NOISE_TRIALS_FOR_TRUTH = 256  # noise-only trials that estimate the expected MEG baseline scaling
 TRIALS_PER_CHUNK = 512  # trials simulated at once (bounds memory, whatever the dataset size)
 
 # ------------------------------------------------------------------------------------------ trials
 
 
 def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np.ndarray, lags: np.ndarray,
-                    reps: int, bar, fields: np.ndarray | None = None) -> np.ndarray:
+                    reps: int, bar, fields: np.ndarray | None = None, truth: bool = False):
     """(n_images, reps, n_channels, n_times) float32 single trials, simulated in chunks of trials.
-    ``fields``: per image the visual-field activations of the retinotopic sources (None: none)."""
+    ``fields``: per image the visual-field activations of the retinotopic sources (None: none).
+    ``truth``: also return each image's noise-free expected response (n_images, n_channels, n_times),
+    what an infinite number of repetitions would average to (``_expected``)."""
     def part(a, idx):
         return None if a is None else a[idx]
 
@@ -28,14 +33,18 @@ def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np
         pool_idx = _rng(seed, "rsvp", s, split).choice(n, min(n, 256), replace=False)
         pool = NEIGHBOUR_GAIN * subject.responses(drives[pool_idx], lags[pool_idx], part(fields, pool_idx))
     data = np.empty((n, reps, len(rec.ch_names), rec.n_times), np.float32)
+    expected = np.empty((n, len(rec.ch_names), rec.n_times), np.float32) if truth else None
+    scale = _baseline_scale(_rng(seed, "truth", s, split), subject) if truth else None
     per_chunk = max(1, TRIALS_PER_CHUNK // reps)
     for c, start in enumerate(range(0, n, per_chunk)):
         sl = slice(start, start + per_chunk)
         own = subject.responses(drives[sl], lags[sl], part(fields, sl))
         data[sl] = _trials(_rng(seed, "trials", s, split, c), own, reps, pool, subject).reshape(
             -1, reps, len(rec.ch_names), rec.n_times)
+        if truth:
+            expected[sl] = _expected(own, pool, subject, scale)
         bar.update(len(own))
-    return data
+    return (data, expected) if truth else data
 
 
 def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarray | None,
@@ -46,13 +55,48 @@ def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarr
     rec = subject.rec
     n = len(own) * reps
     x = np.zeros((n, len(rec.ch_names), rec.n_epoch), np.float32)
-    _add_shifted(x, own, np.repeat(np.arange(len(own)), reps), rec.n_base + rng.integers(-2, 3, n))
-    x *= rng.lognormal(0, 0.2, n).astype(np.float32)[:, None, None]
+    jitter = (-LATENCY_JITTER, LATENCY_JITTER + 1)
+    _add_shifted(x, own, np.repeat(np.arange(len(own)), reps), rec.n_base + rng.integers(*jitter, n))
+    x *= rng.lognormal(0, TRIAL_GAIN_SD, n).astype(np.float32)[:, None, None]
     for onset in rec.neighbours:
-        _add_shifted(x, pool, rng.integers(len(pool), size=n), rec.n_base + onset + rng.integers(-2, 3, n))
+        _add_shifted(x, pool, rng.integers(len(pool), size=n), rec.n_base + onset + rng.integers(*jitter, n))
     x += subject.noise_sd * (rec.pink_sd * _pink(rng, n, rec) + _alpha(rng, n, subject))
     x += rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
     return rec.preprocess(x)
+
+
+def _expected(own: np.ndarray, pool: np.ndarray | None, subject: _Subject, scale: np.ndarray | None) -> np.ndarray:
+    """(len(own), n_channels, n_times): E[trial | image] of ``_trials``, computed, not averaged. The
+    jitter is averaged over its five shifts, the trial gain replaced by its mean, the neighbours by the
+    pool's mean response at each onset, and the noise (zero-mean) dropped. EEG preprocessing is linear,
+    so it applies to the expectation exactly; the MEG's per-trial z-scoring is not, and its division by
+    the baseline standard deviation becomes a multiplication by the noise's mean 1 / sd (``scale``)."""
+    rec = subject.rec
+    shifts = np.arange(-LATENCY_JITTER, LATENCY_JITTER + 1)
+    x = np.zeros((len(own), len(rec.ch_names), rec.n_epoch), np.float32)
+    for d in shifts:
+        _add_shifted(x, own, np.arange(len(own)), np.full(len(own), rec.n_base + d))
+    x *= np.exp(TRIAL_GAIN_SD ** 2 / 2) / len(shifts)
+    if pool is not None:
+        neighbours = np.zeros((1, len(rec.ch_names), rec.n_epoch), np.float32)
+        for onset in rec.neighbours:
+            for d in shifts:
+                _add_shifted(neighbours, pool.mean(axis=0, keepdims=True), np.zeros(1, int),
+                             np.full(1, rec.n_base + onset + d))
+        x += neighbours / len(shifts)
+    return rec.expected(x, scale)
+
+
+def _baseline_scale(rng: np.random.Generator, subject: _Subject) -> np.ndarray | None:
+    """Per channel, the mean of 1 / (baseline sd) over noise-only trials: how the MEG's z-scoring scales
+    a response on average (None for a recording whose preprocessing is linear)."""
+    rec = subject.rec
+    if not rec.zscored:
+        return None
+    x = subject.noise_sd * (rec.pink_sd * _pink(rng, NOISE_TRIALS_FOR_TRUTH, rec)
+                            + _alpha(rng, NOISE_TRIALS_FOR_TRUTH, subject))
+    x += rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
+    return np.mean(1.0 / rec.baseline_sd(x), axis=0)
 
 
 def _add_shifted(x: np.ndarray, resp: np.ndarray, which: np.ndarray, onset: np.ndarray) -> None:
