@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 import configs
 from prosthesis_sim.protocols import BrainDecoder, FeatureExtractor, FrameSource, ImageToBrainEncoder, PhospheneModel
@@ -22,11 +23,32 @@ def test_every_group_has_options():
         assert options(group), f"configs/{group}/ is empty"
 
 
+def declared_defaults(name: str) -> dict[str, str]:
+    """The ``group: option`` entries of a config file's defaults list, following a parent config (demo
+    extends loop), read from the YAML files themselves."""
+    chosen = {}
+    for entry in OmegaConf.load(GROUPS / f"{name}.yaml").get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":
+            chosen.update(declared_defaults(entry))
+        elif not isinstance(entry, str):
+            (group, option), = entry.items()
+            if (GROUPS / group).is_dir():  # not hydra/...
+                chosen[group] = option
+    return chosen
+
+
 @pytest.mark.parametrize("app", ["train", "loop", "demo", "synth"])
 def test_primary_configs_compose(app):
+    """Each app's config composes with the options its defaults list names, and ``out`` is its run folder."""
     with initialize_config_module("configs", version_base="1.3"):
-        cfg = compose(app, overrides=["out=somewhere"])
-    assert cfg.out == "somewhere"
+        cfg = compose(app, overrides=["out=somewhere"], return_hydra_config=True)
+    chosen = declared_defaults(app)
+    assert app == "synth" or {"dataset", "features", "encoder"} <= set(chosen), chosen
+    for group, option in chosen.items():
+        option_cfg = OmegaConf.load(GROUPS / group / f"{option}.yaml")
+        if "_target_" in option_cfg:
+            assert cfg[group]["_target_"] == option_cfg["_target_"], (group, option)
+    assert cfg.hydra.run.dir == "somewhere" and cfg.hydra.output_subdir is None  # outputs land in out, only there
 
 
 @pytest.mark.parametrize("encoder", options("encoder"))

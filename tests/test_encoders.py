@@ -310,7 +310,9 @@ def test_dit_size_is_checked_with_a_message():
         DiT(**dims, hidden=64, heads=0)
     with pytest.raises(ValueError, match=r"encoder.denoiser.depth=0"):
         DiT(**dims, hidden=64, heads=4, depth=0)
-    assert DiT(**dims, hidden=66, heads=6, depth=1) is not None
+    dit = DiT(**dims, hidden=66, heads=6, depth=1)  # the width the message suggests: 6 heads of 11
+    out = dit(torch.zeros(2, 63, 250), torch.tensor([0, 999]), torch.zeros(2, 16, 16), torch.zeros(2, 34))
+    assert out.shape == (2, 63, 250) and torch.isfinite(out).all()
     # from the config: at construction, before any feature is computed
     with pytest.raises(Exception, match=r"encoder.denoiser.hidden=64 is not divisible by encoder.denoiser.heads=6"):
         instantiate(make("dit_paper", "encoder.denoiser.hidden=64"))

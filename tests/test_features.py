@@ -60,7 +60,7 @@ def test_gabor_standardised_scale(gabor, photos):
     """Fixed transforms put every token feature on a comparable, order-one scale for photos."""
     tokens = gabor(photos).tokens.reshape(-1, 16)
     assert np.abs(tokens.mean(axis=0)).max() < 2.5
-    assert tokens.std(axis=0).max() < 2.5
+    assert 0.3 < tokens.std(axis=0).min() and tokens.std(axis=0).max() < 2.5  # every feature varies, none explodes
 
 
 def test_gabor_deterministic(gabor, photos):

@@ -23,8 +23,20 @@ def test_constant_prediction_is_at_chance():
 def test_identification_counts_ranks():
     measured = np.eye(4)[:, :, None] * np.array([1.0, -1.0])  # 4 distinct patterns
     generated = measured[[0, 1, 3, 2]]  # images 2 and 3 swapped
-    out = identification(generated, measured, ks=(1, 2))
-    assert out["top1"] == 0.5
+    out = identification(generated, measured, ks=(1, 2, 3, 4))
+    # 0 and 1 first; 2 and 3 correlate 1 with each other's pattern and 0 with the three others, their own
+    # included: a tie counts against, so they rank fourth
+    assert out == {"top1": 0.5, "top2": 0.5, "top3": 0.5, "top4": 1.0}
+
+
+def test_identification_matches_a_direct_ranking():
+    rng = np.random.default_rng(3)
+    measured = rng.standard_normal((12, 3, 20))
+    generated = measured + 4.0 * rng.standard_normal(measured.shape)
+    r = np.array([[np.corrcoef(g.ravel(), m.ravel())[0, 1] for m in measured] for g in generated])
+    place = np.array([np.sum(row > row[i]) for i, row in enumerate(r)])  # images ahead of the right one
+    assert 0 < (place == 0).sum() < 12 and place.max() >= 5  # neither all right nor all in the first five
+    assert identification(generated, measured, ks=(1, 2, 5)) == {f"top{k}": np.mean(place < k) for k in (1, 2, 5)}
 
 
 def test_noise_ceiling_matches_known_reliability():
