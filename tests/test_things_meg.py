@@ -4,6 +4,7 @@ import json
 import pickle
 
 import matplotlib
+import cv2
 import mne
 import numpy as np
 import pandas as pd
@@ -169,7 +170,7 @@ def test_epochs_file_loads_like_the_pickles(tmp_path, folder):
     ("metadata", r"metadata lacks column\(s\) \['trial_type', 'image_path'\]"),
     ("short", r"epochs span 0.000..0.495 s"),
     ("uneven", r"test images have 5 to 6 epochs each"),
-    ("renamed", r"image .*novel2_01s_renamed.jpg has no test epochs"),
+    ("renamed", r"1 test image\(s\) of its epochs are not in .*test_images .*e.g. novel2_01s.jpg"),
 ])
 def test_epochs_errors(tmp_path, break_it, match):
     tr, te = write_pickles(tmp_path / "atm")
@@ -245,11 +246,36 @@ def test_release_split_leaves_out_exactly_the_test_concepts(tmp_path, caplog, co
         np.testing.assert_array_equal(ds.test_repetitions()[k], data[epochs][:, :, window])
 
 
-def test_release_with_all_concepts_image_folders_says_why(tmp_path):
-    """Image folders of every concept (test concepts' training images included) do not match the
-    zero-shot split: a clear error, not a silent training set with the test concepts in it."""
-    write_release(tmp_path, zero_shot_images=False)
-    with pytest.raises(DataFormatError, match=r"training_images: 12 images listed .* 8 rows.*zero-shot split"):
+def test_release_beside_a_full_things_image_folder_takes_the_epochs_images(tmp_path, caplog):
+    """Image folders of every concept (the THINGS database: test concepts' training images included) and
+    of concepts no participant saw: the epochs select the training images (the test concepts' left out),
+    giving the dataset the zero-shot folders give."""
+    zero_shot = tmp_path / "zero_shot"
+    meta, _ = write_release(zero_shot)
+    full = tmp_path / "full"
+    write_release(full, meta, zero_shot_images=False)  # the same epochs; folders of every concept
+    for split, name in (("training", "yak_01b.jpg"), ("training", "yak_02s.jpg"), ("test", "yak_13s.jpg")):
+        folder = full / "images" / f"{split}_images" / "00099_yak"  # a concept the epochs never show
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / name), np.zeros((8, 8, 3), np.uint8))
+    n_listed = len(list((full / "images" / "training_images").glob("*/*.jpg")))
+    with caplog.at_level("INFO", logger="prosthesis_sim.data.things_meg"):
+        got = load_things_meg(full, average_train=False)
+    want = load_things_meg(zero_shot, average_train=False)
+    assert [p.name for p in got.train_images] == [p.name for p in want.train_images]
+    assert got.train_concepts == want.train_concepts and not set(got.train_concepts) & set(release.TEST_CONCEPTS)
+    assert [p.name for p in got.test_images] == [p.name for p in want.test_images]
+    np.testing.assert_array_equal(got.train, want.train)
+    np.testing.assert_array_equal(got.test_repetitions(), want.test_repetitions())
+    assert n_listed == len(got.train_images) + 2 * len(release.TEST_CONCEPTS) + 2  # what was left out
+    assert f"{len(got.train_images)} of the {n_listed} images listed have training epochs" in caplog.text
+
+
+def test_release_with_an_image_missing_from_the_folders_says_which(tmp_path):
+    write_release(tmp_path)
+    missing = next((tmp_path / "images" / "training_images").glob("*/aardvark_02*.jpg"))
+    missing.unlink()
+    with pytest.raises(DataFormatError, match=rf"1 training image\(s\) of its epochs are not in .*{missing.name}"):
         load_things_meg(tmp_path)
 
 

@@ -106,8 +106,9 @@ def concept_name(folder: str) -> str:
     return folder.split("_", 1)[1] if folder[:5].isdigit() and "_" in folder else folder
 
 
-def _image_lists(image_root: Path, split: str, n_images: int) -> tuple[list[Path], list[str]]:
-    """Image paths in row order: from image_metadata.npy when present, else sorted concept folders."""
+def _image_lists(image_root: Path, split: str, n_images: int | None) -> tuple[list[Path], list[str]]:
+    """Image paths in row order: from image_metadata.npy when present, else sorted concept folders;
+    exactly ``n_images`` of them (None: as many as listed, for a caller that selects among them)."""
     folder = image_folder(image_root, split)
     meta_path = image_root / "image_metadata.npy"
     if meta_path.is_file():
@@ -124,7 +125,7 @@ def _image_lists(image_root: Path, split: str, n_images: int) -> tuple[list[Path
             raise FileNotFoundError(f"missing image folder {folder}")
         paths = sorted(p for p in folder.glob("*/*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
         concepts = [p.parent.name for p in paths]
-    if len(paths) != n_images:
+    if n_images is not None and len(paths) != n_images:
         raise DataFormatError(
             f"{folder}: {len(paths)} images listed but the {split} data array has {n_images} rows"
         )

@@ -16,8 +16,8 @@ import numpy as np
 from mne.io.constants import FIFF
 
 from .dataset import BrainDataset, declare_epoch, read_truth, to_float32
-from .things_eeg2 import (DataFormatError, _align_times, _image_lists, check_finite, read_pickled_dict,
-                          subject_dir_name)
+from .things_eeg2 import (DataFormatError, _align_times, _image_lists, check_finite, image_folder,
+                          read_pickled_dict, subject_dir_name)
 
 log = logging.getLogger(__name__)
 
@@ -263,9 +263,9 @@ def _load_epochs(path: Path, image_root: Path) -> tuple[list[str], np.ndarray, d
     ('trial_type': exp = training, test = test, catch = skipped), the image ('image_path', whose file
     name identifies the image) and its concept ('things_category_nr'; test paths are flat, so no folder
     names it). As in the ATM pickles, training images of the test images' concepts are left out
-    (zero-shot test: 1654 of 1854 training concepts in the release). Rows follow the image
-    folders' order (image_metadata.npy or sorted folders, as for the pickles); repetitions follow the
-    epochs' order and must be equally many for every image of a split."""
+    (zero-shot test: 1654 of 1854 training concepts in the release), whatever the image folders hold
+    besides. Rows follow the image folders' order (image_metadata.npy or sorted folders, as for the
+    pickles); repetitions follow the epochs' order and must be equally many for every image of a split."""
     try:
         epochs = mne.read_epochs(path, preload=False, verbose="error")
     except Exception as err:  # MNE raises many types for a damaged or foreign file
@@ -282,17 +282,36 @@ def _load_epochs(path: Path, image_root: Path) -> tuple[list[str], np.ndarray, d
     window = _window(path, epochs.times, epochs.info["sfreq"])
     splits = {}
     for split, trials in _trials_by_image(path, meta).items():
-        try:
-            images, concepts = _image_lists(image_root, split, len(trials))
-        except DataFormatError as err:  # e.g. training folders of all 1854 concepts, test concepts included
-            raise DataFormatError(
-                f"{err}: {path.name} has {split} epochs of {len(trials)} images (zero-shot split: the training "
-                f"images of the test concepts left out); the image folders must hold exactly those") from err
+        images, concepts = _epochs_images(path, image_root, split, trials)
         index = _trial_matrix(path, split, trials, images)
         data = _read_trials(epochs, picks, window, index)
         check_finite(path, f"{split} epochs data", data)
         splits[split] = (data, images, concepts)
     return ch_names, epochs.times[window], splits, f"THINGS-MEG MNE epochs {path.name} ({len(ch_names)} CTF channels)"
+
+
+def _epochs_images(path: Path, image_root: Path, split: str, trials: dict[str, list[int]]) -> tuple[list[Path], list[str]]:
+    """The images of a split's epochs, in the image folders' row order, with their concepts. The folders
+    may hold more (the THINGS database: every concept, the test concepts' training images and images
+    no participant saw); the epochs say which are in the split, by file name, as they say which
+    concepts are tested. Every image with epochs must be there, once."""
+    listed, concepts = _image_lists(image_root, split, None)
+    keep = [k for k, p in enumerate(listed) if p.name in trials]
+    names = [listed[k].name for k in keep]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise DataFormatError(f"{image_folder(image_root, split)}: image {twice} is in two concept folders; "
+                              f"{path.name} names its {split} images by file name")
+    absent = sorted(set(trials) - set(names))
+    if absent:
+        raise DataFormatError(
+            f"{path}: {len(absent)} {split} image(s) of its epochs are not in {image_folder(image_root, split)} "
+            f"(metadata 'image_path'), e.g. {absent[0]}")
+    if len(keep) < len(listed):
+        log.info("%s: %d of the %d images listed have %s epochs in %s; the others (other concepts, the test "
+                 "concepts' training images) are left out", image_folder(image_root, split), len(keep),
+                 len(listed), split, path.name)
+    return [listed[k] for k in keep], [concepts[k] for k in keep]
 
 
 def _window(path: Path, times: np.ndarray, sfreq: float) -> np.ndarray:
