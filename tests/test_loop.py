@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import skimage.data
 from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
 import configs
 from decoders.ridge_pixels import RidgePixels
 from encoders.diffusion import DiffusionEncoder
 from encoders.mean_erp import MeanERP
+from prosthesis_sim.checkpoint import fit_cached
 from prosthesis_sim.loop import run_loop
 from prosthesis_sim.pipeline import build_loop, run_configured_loop
 from prosthesis_sim.sources import FrameGrabber, SampleClip, VideoSource
@@ -78,7 +79,9 @@ def test_loop_headless_on_video(video, synth_root, tmp_path, monkeypatch):
     size = cfg.loop.panel_size
     assert ok and n == summary["evaluated_frames"] and panel.shape[1] == 5 * size and panel.shape[0] > size  # five
 
-    # a second run elsewhere, sampling differently, reuses every cached fit (as psim-loop after make demo)
+    # a second run elsewhere, sampling differently, reuses every cached fit (as psim-loop after make demo):
+    # every class the composed config builds (the default encoder, floor and decoder and the models inside
+    # them, e.g. retrieval's embedding decoder) raises if fitted
     def no_refit(self, data):
         raise AssertionError(f"{type(self).__name__} was fitted again")
 
@@ -87,15 +90,32 @@ def test_loop_headless_on_video(video, synth_root, tmp_path, monkeypatch):
     generate = MeanERP.generate
     monkeypatch.setattr(MeanERP, "generate", lambda self, *a, **k: calls.append(1) or generate(self, *a, **k))
 
-    for cls in (DiffusionEncoder, MeanERP, RidgePixels):
-        monkeypatch.setattr(cls, "fit", no_refit)
     again = compose_loop(synth_root, tmp_path, "source=video", f"source.path={video}", f"out={tmp_path / 'other'}",
                          "encoder.sampler=dpmsolver++", "encoder.sampling_steps=3", "encoder.n_samples=1",
                          "loop.max_frames=2", "loop.video=false")
+    guarded = {obj for obj in map(get_object, targets(again)) if isinstance(obj, type) and hasattr(obj, "fit")}
+    for cls in guarded:
+        monkeypatch.setattr(cls, "fit", no_refit)
     loop, _ = build_loop(again)
+    stages = [loop.encoder, loop.encoder.mean_model, loop.floor, loop.decoder, loop.decoder.embedding]
+    assert {type(s) for s in stages} <= guarded and type(loop.decoder).__name__ == "RetrievalDecoder"
     assert (loop.encoder.sampler, loop.encoder.sampling_steps, loop.encoder.n_samples) == ("dpmsolver++", 3, 1)
     assert run_configured_loop(again)["frames"] == 2
     assert len(calls) == 2  # one per build (build_loop above, and the run's): none per frame
+    # the guard is live: without the cached fits, the decoder actually used would be fitted and caught
+    with pytest.raises(AssertionError, match="(RetrievalDecoder|EmbeddingDecoder) was fitted again"):  # its part first
+        fit_cached(again.decoder, instantiate(again.dataset), tmp_path / "empty-cache", "decoder")
+
+
+def targets(cfg) -> list[str]:
+    """Every ``_target_`` in a composed config, at any depth."""
+    def walk(node):
+        if isinstance(node, dict):
+            if "_target_" in node:
+                yield node["_target_"]
+            for value in node.values():
+                yield from walk(value)
+    return list(walk(OmegaConf.to_container(cfg)))
 
 
 def test_the_floor_and_the_phosphene_models_declare_what_the_loop_does_once():
