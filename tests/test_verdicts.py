@@ -144,3 +144,27 @@ def test_thumbnail_features_are_the_layout():
     luminance = f.tokens[0, :, 0] * 0.2 + 0.45
     np.testing.assert_allclose(luminance, [1, 0, 1, 0], atol=1e-6)
     np.testing.assert_allclose(f.tokens[0, :, 1:], 0, atol=1e-6)  # grey: no colour opponency
+
+
+def test_psim_train_metric_intervals_bracket_the_estimates():
+    from prosthesis_sim.evaluate import metric_intervals
+    from prosthesis_sim.metrics import across_image_r, identification as signal_identification
+
+    rng = np.random.default_rng(5)
+    measured = rng.normal(size=(40, 6, 20))
+    generated = measured + rng.normal(0, 8.0, measured.shape)
+    got = metric_intervals(generated, measured, n_resamples=500)
+    r = across_image_r(generated, measured).mean()
+    top1 = signal_identification(generated, measured)["top1"]
+    assert got["r_across_images_lo"] < r < got["r_across_images_hi"]
+    assert got["top1_lo"] <= top1 <= got["top1_hi"] and got["top1_hi"] - got["top1_lo"] > 0.05
+    # the weighted resampling gives what recomputing on resampled images gives (one resample, by hand)
+    idx = np.random.default_rng(0).integers(0, 40, 40)
+    weights = np.bincount(idx, minlength=40) / 40
+    g, m = generated.reshape(40, -1), measured.reshape(40, -1)
+    mg, mm = weights @ g, weights @ m
+    cov = weights @ ((g - mg) * (m - mm))
+    by_weights = (cov / np.sqrt((weights @ (g - mg) ** 2) * (weights @ (m - mm) ** 2))).mean()
+    assert by_weights == pytest.approx(across_image_r(generated[idx], measured[idx]).mean(), abs=1e-9)
+    perfect = metric_intervals(measured, measured)
+    assert perfect["top1_lo"] == perfect["top1_hi"] == 1.0

@@ -261,7 +261,9 @@ def evaluate_batch(cfg: DictConfig) -> EvalResult:
         for ph_name in phosphenes:
             for enc_name in [*signals, *map(thumbnail_name, THUMBNAILS)]:
                 if cfg.figure.decoded and ph_name == next(iter(phosphenes)):
-                    figure_rows.append((f"{enc_name}\n{dec_name}: decoded", panels[("decoded", enc_name, dec_name)]))
+                    label = f"{enc_name}\n(no decoder)" if enc_name.startswith("thumbnail_") else \
+                        f"{enc_name}\n{dec_name}: decoded"
+                    figure_rows.append((label, panels[("decoded", enc_name, dec_name)]))
                 r = by[(enc_name, dec_name, ph_name)]
                 figure_rows.append((f"{enc_name}\n{dec_name}\n{ph_name}\n2-way {r['percept_2way']:.2f}, "
                                     f"norm. r {r['norm_pearson']:.2f}", panels[("percept", enc_name, dec_name, ph_name)]))
