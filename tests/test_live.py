@@ -196,6 +196,31 @@ def test_browser_frames_follow_the_camera_queue_rules():
     assert seen == sorted(seen) and len(seen) + grabber.dropped + src.lost == 40
 
 
+def test_browser_frames_dropped_before_the_capture_queue_are_in_the_summary(small_data, renderer, tmp_path):  # noqa: F811
+    """Frames the page sent that the source's own inbox dropped (its capture thread fell behind) count in
+    summary.json with those of the capture queue: delivered, dropped, and why."""
+    src = BrowserSource()
+    for k in range(5):  # before the loop reads any: the two-frame inbox keeps the newest two, 3 are lost
+        src.push(jpeg(k))
+    loop = stand_in_loop(small_data)
+    decode, calls = loop.decoder.decode, []
+
+    def decode_then_stop(signals):  # the page's stop button, during the loop's second frame
+        if threading.current_thread() is threading.main_thread():
+            calls.append(1)
+            if len(calls) == 2:
+                src.end("the camera was stopped in the page")
+        return decode(signals)
+    loop.decoder.decode = decode_then_stop
+    views = open_views(False, {"port": 0}, source=src)
+    summary = run_loop(loop, src, renderer, tmp_path, display=views, write_video=False)
+    assert summary["frames"] == 2 and src.received == 5 and src.lost == 3
+    assert summary["dropped_before_capture"] == 3 and summary["dropped_frames"] == 3
+    assert summary["captured_frames"] == 5  # what the page delivered: processed + dropped
+    assert "3 before the capture queue" in summary["dropped_reason"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
 def test_the_page_camera_streams_until_its_stop_button(small_data, renderer, tmp_path):  # noqa: F811
     src = BrowserSource(fps=20.0)
     views = open_views(False, {"port": 0}, source=src)  # source=browser serves the page whatever loop.display

@@ -289,8 +289,26 @@ def _show(evaluator: Evaluator, views: LiveViews, grabber: FrameGrabber) -> str 
     evaluator.check()
     stop = None
     for panel, rec in evaluator.take_shown():
-        stop = views.show(panel, rec, {"dropped": grabber.dropped, "captured": grabber.captured}) or stop
+        counts = _drops(grabber)
+        stop = views.show(panel, rec, {"dropped": counts["dropped_frames"], "captured": counts["captured_frames"]}) or stop
     return stop
+
+
+def _drops(grabber: FrameGrabber) -> dict:
+    """The frames the source delivered and those dropped, for summary.json and the live views: the capture
+    queue's, plus those a source dropped before it (``lost``: source=browser's inbox, when its capture
+    thread fell behind the page), which count as delivered and dropped."""
+    lost = getattr(grabber.source, "lost", None)
+    out = {"captured_frames": grabber.captured, "dropped_frames": grabber.dropped, "dropped_reason": grabber.drop_reason}
+    if lost is None:
+        return out
+    lost = int(lost)
+    out.update(captured_frames=grabber.captured + lost, dropped_frames=grabber.dropped + lost,
+               dropped_before_capture=lost)
+    if lost:
+        before = f"{lost} before the capture queue (the source's own inbox: decoding fell behind the sender)"
+        out["dropped_reason"] = before if not grabber.dropped else f"{grabber.drop_reason}; {before}"
+    return out
 
 
 def _describe_source(source) -> str:
@@ -317,12 +335,13 @@ def _finish(acc: RunningSummary, files: RunOutputs, grabber: FrameGrabber, stopp
         if stopped == "source ended":
             raise SourceError(f"{_describe_source(grabber.source)} produced no frames")
         raise PsimError(f"the loop stopped ({stopped}) before its first frame: nothing written, earlier outputs kept")
-    summary = acc.result(wall_s, evaluation=evaluate, captured_frames=grabber.captured,
-                         dropped_frames=grabber.dropped, dropped_reason=grabber.drop_reason, stopped=stopped,
-                         realtime=bool(realtime), **({"stages": stages} if stages else {}))
+    drops = _drops(grabber)
+    summary = acc.result(wall_s, evaluation=evaluate, **drops, stopped=stopped, realtime=bool(realtime),
+                         **({"stages": stages} if stages else {}))
     files.commit(summary)
-    if grabber.dropped:
-        log.warning("dropped %d of %d frames: %s", grabber.dropped, grabber.captured, grabber.drop_reason)
+    if drops["dropped_frames"]:
+        log.warning("dropped %d of %d frames: %s", drops["dropped_frames"], drops["captured_frames"],
+                    drops["dropped_reason"])
     if summary["skipped_evaluations"]:
         log.info("evaluated %d of %d frames (the loop does not wait for the evaluation: the others have their "
                  "loop latency in frames.jsonl, no scores)", summary["evaluated_frames"], summary["frames"])
