@@ -49,8 +49,14 @@ def compose_loop(synth_root, tmp_path, *overrides):
             "loop.realtime=false", *overrides])
 
 
+# the default stages (dit_residual, retrieval), small: what the loop test checks is the loop, not the fit
+SMALL_DEFAULTS = ["encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "encoder.denoiser.heads=2",
+                  "decoder.embedding.epochs=2"]
+
+
 def test_loop_headless_on_video(video, synth_root, tmp_path, monkeypatch):
-    cfg = compose_loop(synth_root, tmp_path, "source=video", f"source.path={video}", f"out={tmp_path / 'run'}")
+    cfg = compose_loop(synth_root, tmp_path, "source=video", f"source.path={video}", f"out={tmp_path / 'run'}",
+                       *SMALL_DEFAULTS)
     summary = run_configured_loop(cfg)
     run = tmp_path / "run"
     assert json.loads((run / "summary.json").read_text()) == summary
@@ -92,7 +98,7 @@ def test_loop_headless_on_video(video, synth_root, tmp_path, monkeypatch):
 
     again = compose_loop(synth_root, tmp_path, "source=video", f"source.path={video}", f"out={tmp_path / 'other'}",
                          "encoder.sampler=dpmsolver++", "encoder.sampling_steps=3", "encoder.n_samples=1",
-                         "loop.max_frames=2", "loop.video=false")
+                         "loop.max_frames=2", "loop.video=false", *SMALL_DEFAULTS)
     guarded = {obj for obj in map(get_object, targets(again)) if isinstance(obj, type) and hasattr(obj, "fit")}
     for cls in guarded:
         monkeypatch.setattr(cls, "fit", no_refit)
