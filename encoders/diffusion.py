@@ -30,7 +30,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       UniPCMultistepScheduler)
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.utils.torch_utils import randn_tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -57,7 +58,11 @@ STREAM_TOKENS_BYTES = 2 << 30
 STAT_CHUNK = 64  # images per chunk when computing statistics of a streamed array
 
 VALIDATION_SAMPLES = 8  # draws averaged into the residual mean when residual_gain='auto' sets the gain
-SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
+SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler,
+            "sde-dpmsolver++": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler,
+            "euler_ancestral": EulerAncestralDiscreteScheduler}
+#: settings a sampler name adds to its scheduler's config (the stochastic DPM-Solver++ of Lu et al. 2022)
+SAMPLER_OPTIONS = {"sde-dpmsolver++": {"algorithm_type": "sde-dpmsolver++"}}
 # How the sampler spreads its steps over the training timesteps (diffusers' ``timestep_spacing``).
 # "trailing" starts at t = T-1 for any number of steps (Lin et al. 2024, "Common diffusion noise
 # schedules and sample steps are flawed"); "leading" (the training scheduler's default) starts at
@@ -89,7 +94,7 @@ class DiffusionEncoder:
     # prosthesis_sim.checkpoint.fit_key): how to sample, where to run (device and fp16 change rounding
     # only) and where training checkpoints go (a resumed run ends bit-identical). ``seed`` is not
     # listed: it also seeds training.
-    not_fitted = ("sampler", "sampling_steps", "trial_steps", "timestep_spacing", "guidance_scale", "n_samples", "sample_batch_size",
+    not_fitted = ("sampler", "sampling_steps", "trial_steps", "trial_start", "timestep_spacing", "guidance_scale", "n_samples", "sample_batch_size",
                   "device", "fp16", "train.checkpoint_dir", "train.checkpoint_every", "train.resume")
 
     def __init__(
@@ -104,6 +109,7 @@ class DiffusionEncoder:
         sampler: str = "ddim",
         sampling_steps: int = 25,
         trial_steps: int = 25,
+        trial_start: float = 1.0,
         timestep_spacing: str = "trailing",
         guidance_scale: float = 1.0,
         n_samples: int = 1,
@@ -142,6 +148,9 @@ class DiffusionEncoder:
         )
         self.sampler, self.sampling_steps, self.guidance_scale = sampler, sampling_steps, guidance_scale
         self.trial_steps = trial_steps
+        if not 0 < float(trial_start) <= 1:
+            raise ValueError(f"encoder.trial_start must be in (0, 1] (a fraction of the noise schedule), got {trial_start!r}")
+        self.trial_start = float(trial_start)
         self.timestep_spacing = timestep_spacing
         self._samplers: dict[tuple[str, str], object] = {}  # (sampler, timestep_spacing) -> scheduler, built once
         self.n_samples, self.sample_batch_size, self.seed = n_samples, sample_batch_size, seed
@@ -400,7 +409,7 @@ class DiffusionEncoder:
         return self.noise_scheduler.get_velocity(x0, noise, t)
 
     # -- sampling -----------------------------------------------------------------------------------
-    def make_sampler(self, steps: int | None = None):
+    def make_sampler(self, steps: int | None = None, start: float = 1.0):
         """The scheduler for the current ``sampler`` and ``timestep_spacing``, set to ``steps``
         (``sampling_steps`` by default).
 
@@ -414,9 +423,22 @@ class DiffusionEncoder:
             if self.sampler not in SAMPLERS:
                 raise ValueError(f"encoder.sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
             self._samplers[key] = SAMPLERS[self.sampler].from_config(
-                self.noise_scheduler.config, timestep_spacing=self.timestep_spacing)
+                self.noise_scheduler.config, timestep_spacing=self.timestep_spacing,
+                **SAMPLER_OPTIONS.get(self.sampler, {}))
         sampler = self._samplers[key]
-        sampler.set_timesteps(int(self.sampling_steps if steps is None else steps), device=self.device)
+        steps = int(self.sampling_steps if steps is None else steps)
+        if start < 1.0:
+            # truncated reverse process (Zheng et al. 2023, TDPM): the whitened target is close to white
+            # Gaussian, so the marginal at noise level t is close to N(0, I) for every t, and the few steps
+            # from t = start x T only correct what is not Gaussian; trailing spacing within [0, start x T)
+            if "timesteps" not in inspect.signature(sampler.set_timesteps).parameters:
+                raise ValueError(f"encoder.trial_start < 1 needs a sampler that takes custom timesteps (dpmsolver++, "
+                                 f"sde-dpmsolver++, ddpm), not {self.sampler!r}")
+            top = start * self.noise_scheduler.config.num_train_timesteps
+            timesteps = np.unique(np.round(np.arange(top, 0, -top / steps)).astype(int) - 1)[::-1]
+            sampler.set_timesteps(timesteps=[int(t) for t in timesteps], device=self.device)
+        else:
+            sampler.set_timesteps(steps, device=self.device)
         return sampler
 
     def _noise_keys(self, feats) -> list[bytes]:
@@ -458,7 +480,8 @@ class DiffusionEncoder:
         rules of ``generate_from_features``; trial r of an image is its r-th sample. With a residual gain
         g != 1 the samples are moved by (g - 1) x the residual mean estimate of ``generate``, so the
         trials vary around the expected response that ``generate`` returns."""
-        z = self._coloured(self._samples(feats, seed, keys, int(n_trials), steps=self.trial_steps))
+        z = self._coloured(self._samples(feats, seed, keys, int(n_trials), steps=self.trial_steps,
+                                         start=self.trial_start))
         if self.mean_model is not None:
             if self.residual_gain != 1.0:
                 z = z + (self.residual_gain - 1.0) * self._coloured(
@@ -474,7 +497,8 @@ class DiffusionEncoder:
         return self.sample_trials_from_features(feats, n_trials, seed)
 
     @torch.inference_mode()
-    def _samples(self, feats, seed: int | None, keys: Sequence | None, n: int, steps: int | None = None) -> np.ndarray:
+    def _samples(self, feats, seed: int | None, keys: Sequence | None, n: int, steps: int | None = None,
+                 start: float = 1.0) -> np.ndarray:
         """n z-scored samples per image: (n_images, n, channels, times), n of an image in one batch."""
         if self.model is None:
             raise RuntimeError("DiffusionEncoder.generate called before fit() or load")
@@ -484,11 +508,11 @@ class DiffusionEncoder:
             raise ValueError(f"generate: {len(keys)} noise keys for {len(feats)} images")
         out = []
         per_batch = max(1, self.sample_batch_size // n)
-        for start in range(0, len(feats), per_batch):
-            tokens, pooled = self._cond(feats[start : start + per_batch])
-            gens = image_generators(seed, keys[start : start + per_batch], n)
+        for first in range(0, len(feats), per_batch):
+            tokens, pooled = self._cond(feats[first : first + per_batch])
+            gens = image_generators(seed, keys[first : first + per_batch], n)
             # all n samples of every image in one batch: one pass of the sampler, not n
-            x = self._sample(tokens.repeat_interleave(n, 0), pooled.repeat_interleave(n, 0), gens, steps)
+            x = self._sample(tokens.repeat_interleave(n, 0), pooled.repeat_interleave(n, 0), gens, steps, start)
             out.append(x.reshape(len(tokens), n, *x.shape[1:]).float().cpu().numpy())
         return np.concatenate(out)
 
@@ -509,7 +533,7 @@ class DiffusionEncoder:
         return self.guidance_scale != 1.0
 
     def _sample(self, tokens: torch.Tensor, pooled: torch.Tensor, gens: list[torch.Generator],
-                steps: int | None = None) -> torch.Tensor:
+                steps: int | None = None, start: float = 1.0) -> torch.Tensor:
         """One sampler pass over a batch; ``gens`` holds one generator per row (``image_generators``).
 
         Classifier-free guidance (Ho & Salimans 2022): eps = uncond + s (cond - uncond), where uncond is
@@ -523,7 +547,7 @@ class DiffusionEncoder:
         every denoiser (DiT and the diffusers UNet) and keeps every saved model valid.
         Guidance 1 skips the unconditional pass (the conditional-only path).
         """
-        sampler = self.make_sampler(steps)
+        sampler = self.make_sampler(steps, start)
         shape = (len(tokens), self.dims["n_channels"], self.dims["n_times"])
         x = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * sampler.init_noise_sigma
         guided = self._guided()
@@ -537,8 +561,16 @@ class DiffusionEncoder:
             if guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + self.guidance_scale * (cond - uncond)
-            x = sampler.step(eps, t, x, generator=gens).prev_sample
+            # the step's own noise (stochastic samplers) from the images' generators, where the scheduler takes one
+            # (diffusers pipelines' prepare_extra_step_kwargs)
+            extra = {"generator": gens} if "generator" in inspect.signature(sampler.step).parameters else {}
+            x = sampler.step(eps, t, x, **extra).prev_sample
         return x
+
+    def network_evaluations(self, steps: int | None = None) -> int:
+        """Network passes per sample: one per step, two with classifier-free guidance (on one batch)."""
+        steps = int(self.sampling_steps if steps is None else steps)
+        return steps * (2 if self._guided() else 1)
 
     def generate(self, images: Sequence[np.ndarray], seed: int | None = None, paths=None,
                  keys: Sequence | None = None, cache_dir=None) -> np.ndarray:
