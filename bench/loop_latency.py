@@ -3,8 +3,10 @@
 Uses the models of the demo config (fitted and cached on first use, like `make demo`), then varies
 the diffusion sampler's cost knobs on the same trained encoder. Run: `python bench/loop_latency.py
 [--json FILE]` (extra Hydra overrides are passed on, e.g. `phosphene=argus_axonmap`); --json also
-writes the rows (sampler, steps, samples, cfg, encode_ms, decode_ms, phosphene_ms, loop_ms, loop_fps,
-evaluate_ms, panel_ms, eval_ms, eval_fps; residual_gain for a regression-plus-diffusion encoder) to FILE.
+writes the rows (signal, repetitions, sampler, steps, samples, cfg, encode_ms, decode_ms, phosphene_ms, loop_ms,
+loop_fps, evaluate_ms, panel_ms, eval_ms, eval_fps; residual_gain for a regression-plus-diffusion encoder) to FILE.
+An encoder that samples trials also gets the rows of ``loop.signal=trials`` with 1, 4 and 16 repetitions
+(its own trial settings: ``encoder_dir=<psim-train encoder=dit_trials run>/encoder`` for dit_trials').
 
 Columns as psim-loop runs them: the loop's thread does encode + decode + phosphene (`loop ms`,
 `loop fps`: what a device would do); the evaluation thread does the floor and ceiling paths and the
@@ -24,6 +26,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from prosthesis_sim.loop import run_loop
+from prosthesis_sim.protocols import can_sample_trials
 from prosthesis_sim.pipeline import build_loop
 from prosthesis_sim.sources import SampleClip
 
@@ -46,16 +49,24 @@ def main(overrides: list[str], json_path: str | None = None) -> None:
     enc = loop.encoder
     print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch threads {torch.get_num_threads()}, "
           f"{len(frames)} frames of {frames[0].shape}, phosphene {type(loop.phosphene.model).__name__}")
-    cols = ("gain", "sampler", "steps", "samples", "cfg", "encode ms", "decode ms", "phosphene ms", "loop ms", "loop fps",
+    cols = ("signal", "gain", "sampler", "steps", "samples", "cfg", "encode ms", "decode ms", "phosphene ms", "loop ms", "loop fps",
             "evaluate ms", "panel ms", "eval fps")
     print("| " + " | ".join(cols) + " |")
     print("|" + "|".join("---" for _ in cols) + "|")
     rows = []
     fitted = getattr(enc, "residual_gain", None)
-    for gain, sampler, steps, n, g in VARIANTS:
+    defaults = tuple(getattr(enc, k, None) for k in ("sampler", "sampling_steps", "n_samples", "guidance_scale"))
+    trials = [("trials", r) for r in (1, 4, 16)] if can_sample_trials(enc) else []
+    for signal, reps, (gain, sampler, steps, n, g) in [*(("mean", 1, v) for v in VARIANTS),
+                                                      *((sig, r, (None, *defaults)) for sig, r in trials)]:
         if fitted is None and gain is not None:
             continue  # no residual gain to vary: an encoder without a mean model
-        enc.sampler, enc.sampling_steps, enc.n_samples, enc.guidance_scale = sampler, steps, n, g
+        loop.signal, loop.repetitions = signal, reps
+        if signal == "trials":  # the encoder's own settings, and its trials' steps
+            enc.sampler, enc.sampling_steps, enc.n_samples, enc.guidance_scale = defaults
+            sampler, steps, n, g = enc.sampler, enc.trial_steps, reps, enc.guidance_scale
+        else:
+            enc.sampler, enc.sampling_steps, enc.n_samples, enc.guidance_scale = sampler, steps, n, g
         gain = fitted if gain is None else gain
         if fitted is not None:
             enc.residual_gain = gain
@@ -70,10 +81,13 @@ def main(overrides: list[str], json_path: str | None = None) -> None:
         med = {k: float(np.median([x[k] for x in lat])) for k in lat[0]}
         loop_ms = float(np.median([x["encode_ms"] + x["decode_ms"] + x["phosphene_ms"] for x in lat]))
         eval_ms = float(np.median([x["evaluate_ms"] + x["panel_ms"] for x in lat]))
-        print(f"| {'-' if gain is None else f'{gain:g}'} | {sampler} | {steps} | {n} | {g:.1f} | {med['encode_ms']:.1f} | {med['decode_ms']:.1f} | "
+        label = "mean" if signal == "mean" else f"trials x{reps}"
+        if signal == "trials" and getattr(enc, "trial_start", 1.0) < 1:
+            label += f" (from {enc.trial_start:g} T)"
+        print(f"| {label} | {'-' if gain is None else f'{gain:g}'} | {sampler} | {steps} | {n} | {g:.1f} | {med['encode_ms']:.1f} | {med['decode_ms']:.1f} | "
               f"{med['phosphene_ms']:.1f} | {loop_ms:.1f} | {1000 / loop_ms:.1f} | {med['evaluate_ms']:.1f} | "
               f"{med['panel_ms']:.1f} | {1000 / eval_ms:.1f} |")
-        rows.append({"residual_gain": gain, "sampler": sampler, "steps": steps, "samples": n, "cfg": g,
+        rows.append({"signal": signal, "repetitions": reps, "residual_gain": gain, "sampler": sampler, "steps": steps, "samples": n, "cfg": g,
                      "encode_ms": med["encode_ms"],
                      "decode_ms": med["decode_ms"], "phosphene_ms": med["phosphene_ms"], "loop_ms": loop_ms,
                      "loop_fps": 1000 / loop_ms, "evaluate_ms": med["evaluate_ms"], "panel_ms": med["panel_ms"],
@@ -81,6 +95,7 @@ def main(overrides: list[str], json_path: str | None = None) -> None:
                      "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()})
     _, sampler, steps, n, g = VARIANTS[0]  # the default, through run_loop: both threads at once, as with a camera
     enc.sampler, enc.sampling_steps, enc.n_samples, enc.guidance_scale = sampler, steps, n, g
+    loop.signal, loop.repetitions = "mean", 1
     if fitted is not None:
         enc.residual_gain = fitted
     with tempfile.TemporaryDirectory() as out:
@@ -90,7 +105,7 @@ def main(overrides: list[str], json_path: str | None = None) -> None:
           f"(loop fps {s['loop_fps']:.1f}), fps {s['fps']:.1f}, evaluated {s['evaluated_frames']} of {s['frames']} "
           f"frames ({s['evaluated_fps']:.1f} / s), evaluate {lat['evaluate']:.1f} ms, "
           f"panel {lat.get('panel', 0):.1f} ms")
-    rows.append({"run_loop": True, "sampler": sampler, "steps": steps, "samples": n, "cfg": g, "frames": s["frames"],
+    rows.append({"run_loop": True, "signal": "mean", "repetitions": 1, "sampler": sampler, "steps": steps, "samples": n, "cfg": g, "frames": s["frames"],
                  "loop_ms": lat["loop"], "loop_fps": s["loop_fps"], "fps": s["fps"],
                  "evaluated_frames": s["evaluated_frames"], "evaluated_fps": s["evaluated_fps"],
                  "evaluate_ms": lat["evaluate"], "panel_ms": lat.get("panel")})

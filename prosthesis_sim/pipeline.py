@@ -15,7 +15,7 @@ from .errors import ComponentError
 from .eval.single_trials import evaluate_single_trials, save_figure_data
 from .evaluate import evaluate_encoder, load_test_images, noise_ceiling, takes_cache_dir, with_ceiling
 from .live import open_views
-from .loop import ClosedLoop, run_loop
+from .loop import ClosedLoop, check_signal, run_loop
 from .protocols import can_sample_trials
 from .render import PanelRenderer
 from .sources import open_source
@@ -113,6 +113,13 @@ def single_trial_realism(cfg, encoder, data, images, out: Path) -> dict | None:
 
 def build_loop(cfg) -> tuple[ClosedLoop, PanelRenderer]:
     """Load or fit (cached) every model once, build the phosphene model, and return the ready loop."""
+    signal, repetitions = cfg.loop.get("signal", "mean"), cfg.loop.get("repetitions", 1)
+    if signal == "trials" and not cfg.get("encoder_dir"):  # before an hour of fitting, not after
+        from hydra.utils import get_class
+
+        cls = get_class(cfg.encoder._target_)
+        if not callable(getattr(cls, "sample_trials", None)):
+            check_signal(None, signal, repetitions, name=cls.__name__)  # names the encoders that sample trials
     data = instantiate(cfg.dataset)
     cache = Path(cfg.cache_dir)
     if cfg.get("encoder_dir"):
@@ -127,9 +134,10 @@ def build_loop(cfg) -> tuple[ClosedLoop, PanelRenderer]:
     floor, _ = fit_cached(cfg.floor, data, cache, "floor")
     decoder, _ = fit_cached(cfg.decoder, data, cache, "decoder")
     phosphene = instantiate(cfg.phosphene).build()
-    loop = ClosedLoop(encoder, floor, decoder, phosphene, data.normalizer, seed=cfg.seed)
+    loop = ClosedLoop(encoder, floor, decoder, phosphene, data.normalizer, seed=cfg.seed, signal=signal,
+                      repetitions=repetitions)
     renderer = PanelRenderer(data.info, data.times, size=cfg.loop.panel_size, decoder=stage_name(cfg, "decoder"),
-                             phosphene=stage_name(cfg, "phosphene"))
+                             phosphene=stage_name(cfg, "phosphene"), signal=loop.describe_signal())
     return loop, renderer
 
 

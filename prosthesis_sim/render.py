@@ -223,12 +223,13 @@ def fit_image(img: np.ndarray, size: int) -> np.ndarray:
 class PanelRenderer:
     """Five captioned panels side by side, each ``size`` x ``size`` pixels of content (at least 160)."""
 
-    def __init__(self, info: mne.Info, times: np.ndarray, size: int = 240, decoder: str = "", phosphene: str = ""):
+    def __init__(self, info: mne.Info, times: np.ndarray, size: int = 240, decoder: str = "", phosphene: str = "",
+                 signal: str = ""):
         if int(size) < 160:
             raise ValueError(f"loop.panel_size must be at least 160 px so the panels stay readable, got {size}")
         self.size, self.times = int(size), np.asarray(times)
         self.modality = modality(info)
-        self.names = {"decoder": decoder, "phosphene": phosphene}
+        self.names = {"decoder": decoder, "phosphene": phosphene, "signal": signal}
         self.topomap = Topomap(info, self.size)
         s = self.size
         self.tile_h = TITLE_H + s + FOOTER_H
@@ -298,7 +299,7 @@ class PanelRenderer:
                           if f"{p}_pearson" in scores)
         tiles = [
             self._tile(fit_image(frame, self.size), "camera frame", (f"{frame.shape[1]} x {frame.shape[0]} px",)),
-            self._tile(butterfly, f"generated {self.modality}",
+            self._tile(butterfly, f"generated {self.modality}" + (f": {self.names['signal']}" if self.names["signal"] else ""),
                        (f"{z.shape[0]} channels, +-{span:.1f} z", f"time (s); red: GFP peak {ms}")),
             self._tile(self.topomap.render(values, vmax), f"topomap at {ms}",
                        (f"{z.shape[0]} sensors (dots), z-scored", "red +, blue -, 0 white")),

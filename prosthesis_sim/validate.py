@@ -101,6 +101,7 @@ LOOP = {
     "loop.max_frames": integer(1, optional=True),
     "loop.queue_size": integer(1), "loop.realtime": boolean, "loop.video": boolean,
     "loop.evaluate": choice("auto", "latest", "every"), "loop.panel_size": integer(160),
+    "loop.signal": choice("mean", "trials"), "loop.repetitions": integer(1),
     "dataset.subject": lambda v: None if isinstance(v, str) or integer(1)(v) is None else "a number >= 1 or 'sub-XX'",
     "source.fps": number(0, strict=True, optional=True), "source.index": integer(0), "source.size": integer(8),
     "source.max_frames": integer(1, optional=True), "source.width": integer(1, optional=True),

@@ -12,6 +12,13 @@ A floor whose signal does not depend on the frame (``image_independent``, the me
 and decoded once, when the loop is built; so is its percept when the phosphene model is stateless.
 The normalised loop score is (path - floor) / (ceiling - floor), computed from the mean scores.
 
+The signal the decoder reads is a setting (``signal``): ``mean``, the encoder's expected response (what
+a test average estimates, noise-free), or ``trials``, the average of ``repetitions`` single trials the
+encoder samples for the frame (1: a single trial), what a brain sends. Trials are drawn in one batched
+call (one network pass per step for all repetitions) with a seed that changes with every frame, so the
+same frame twice gives two different trials; the decoder and phosphene model run once, on the average.
+The floor stays the mean ERP (it has no trials): the percept it gives is the same either way.
+
 A run never loses its outputs and never destroys an earlier run's: frames.jsonl and panels.mp4 are
 streamed to hidden temporary names in ``out`` and moved into place, with summary.json written last,
 once the run has processed at least one frame, however it ends (source ended, ``max_frames``,
@@ -37,7 +44,7 @@ from ..data.dataset import Normalizer
 from ..errors import PsimError, SourceError
 from ..live import LiveViews, open_views, resolve_display  # noqa: F401 (resolve_display: for callers)
 from ..live.window import has_display  # noqa: F401
-from ..protocols import has_temporal_state, is_image_independent
+from ..protocols import can_sample_trials, has_temporal_state, is_image_independent
 from ..render import PanelRenderer
 from ..scores import image_scores, to_grey
 from ..sources import FrameGrabber, check_frame
@@ -53,9 +60,13 @@ class ClosedLoop:
     """All models are given ready (fitted, phosphene model built). ``run`` is the loop itself (one frame
     through encode, decode, phosphene), ``evaluate`` scores its percept, ``step`` does both."""
 
-    def __init__(self, encoder, floor, decoder, phosphene, norm: Normalizer, seed: int = 0):
+    def __init__(self, encoder, floor, decoder, phosphene, norm: Normalizer, seed: int = 0, signal: str = "mean",
+                 repetitions: int = 1):
         self.encoder, self.floor, self.decoder, self.phosphene = encoder, floor, decoder, phosphene
         self.norm, self.seed = norm, seed
+        check_signal(encoder, signal, repetitions)
+        self.signal, self.repetitions = signal, int(repetitions)
+        self._frames = 0  # frames through run(): each draws its trials with its own seed
         # A phosphene model with temporal state sees three streams (path, floor, ceiling): each
         # gets its own state, sharing the built model (``fork()``); a stateless one is shared.
         self.temporal = has_temporal_state(phosphene)
@@ -79,10 +90,26 @@ class ClosedLoop:
             raise ValueError(f"{type(self.decoder).__name__}.decode returned NaN or Inf")
         return decoded[0]
 
+    def describe_signal(self) -> str:
+        """What the decoder reads, in words (summary, panels, live page)."""
+        if self.signal == "mean":
+            return "expected response"
+        return "single trial" if self.repetitions == 1 else f"mean of {self.repetitions} trials"
+
+    def encode(self, frame: np.ndarray) -> np.ndarray:
+        """The frame's signal (n_channels, n_times): the expected response, or the average of
+        ``repetitions`` trials sampled in one batched call with a seed of this frame's own."""
+        if self.signal == "mean":
+            return self.encoder.generate([frame], seed=self.seed)[0]
+        seed = int(np.random.SeedSequence([self.seed, self._frames]).generate_state(1)[0] >> 1)
+        self._frames += 1
+        trials = np.asarray(self.encoder.sample_trials([frame], self.repetitions, seed=seed))
+        return trials[0].mean(axis=0)
+
     def run(self, frame: np.ndarray) -> dict:
         """One frame through the loop (what a device runs): signal, decoded, percept, latency per stage (ms)."""
         t = [time.perf_counter()]
-        signal = self.encoder.generate([frame], seed=self.seed)[0]
+        signal = self.encode(frame)
         t.append(time.perf_counter())
         decoded = self._decode(signal)
         t.append(time.perf_counter())
@@ -120,6 +147,22 @@ class ClosedLoop:
         res = self.run(frame)
         res["scores"], res["latency"]["evaluate_ms"] = self.evaluate(frame, res["percept"])
         return res
+
+
+SIGNALS = ("mean", "trials")
+
+
+def check_signal(encoder, signal: str, repetitions: int, name: str | None = None) -> None:
+    """``loop.signal`` / ``loop.repetitions`` against the encoder: trials need one that samples them.
+    ``encoder`` None with ``name``: a class known not to sample trials, checked before it is fitted."""
+    if signal not in SIGNALS:
+        raise ValueError(f"loop.signal={signal!r}: expected one of {', '.join(SIGNALS)}")
+    if not (isinstance(repetitions, (int, np.integer)) and not isinstance(repetitions, bool) and repetitions >= 1):
+        raise ValueError(f"loop.repetitions={repetitions!r}: expected a whole number >= 1 (1: a single trial)")
+    if signal == "trials" and (encoder is None or not can_sample_trials(encoder)):
+        raise ValueError(f"loop.signal=trials: encoder {name or type(encoder).__name__} does not sample single trials; use "
+                         "a diffusion encoder (encoder=dit_trials, fitted with dataset.average_train=false; or "
+                         "dit_residual, dit, dit_paper, unet_paper) or loop.signal=mean")
 
 
 class _ForcedStop(Exception):
@@ -187,6 +230,7 @@ def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, displ
         files.discard()
         raise
     stages = {**_stage_names(loop, renderer, source), **(stages or {})}
+    stages["signal"] = loop.describe_signal()
     views.running(stages)
     acc = RunningSummary()
     evaluator = Evaluator(loop, renderer, files, acc, mode=evaluate, video=write_video,
@@ -206,7 +250,8 @@ def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, displ
             stopped = _drain(evaluator, sig, stopped)
             _show(evaluator, views, grabber)
             finishing = True
-            summary = _finish(acc, files, grabber, stopped, time.perf_counter() - start, realtime, stages, evaluate)
+            summary = _finish(acc, files, grabber, stopped, time.perf_counter() - start, realtime, stages, evaluate,
+                              loop)
             views.close(stopped, summary)
             return summary
     except BaseException as err:
@@ -217,7 +262,7 @@ def run_loop(loop: ClosedLoop, source, renderer: PanelRenderer, out: Path, displ
             log.error("the evaluation failed too: %s: %s", type(evaluator.error).__name__, evaluator.error)
         if acc.frames and not finishing:  # keep what was done, then report the error
             _finish(acc, files, grabber, f"error: {type(err).__name__}: {err}", time.perf_counter() - start, realtime,
-                    stages, evaluate)
+                    stages, evaluate, loop)
             log.warning("the loop failed after %d frames; their outputs are in %s", acc.frames, out)
         else:
             files.discard()
@@ -328,7 +373,7 @@ def _stage_names(loop: ClosedLoop, renderer: PanelRenderer, source) -> dict:
 
 
 def _finish(acc: RunningSummary, files: RunOutputs, grabber: FrameGrabber, stopped: str, wall_s: float,
-            realtime: bool, stages: dict | None = None, evaluate: str = "latest") -> dict:
+            realtime: bool, stages: dict | None = None, evaluate: str = "latest", loop_signal=None) -> dict:
     """Write the outputs of the frames processed so far and say how the run ended and what it dropped."""
     if acc.frames == 0:
         files.discard()
@@ -336,8 +381,9 @@ def _finish(acc: RunningSummary, files: RunOutputs, grabber: FrameGrabber, stopp
             raise SourceError(f"{_describe_source(grabber.source)} produced no frames")
         raise PsimError(f"the loop stopped ({stopped}) before its first frame: nothing written, earlier outputs kept")
     drops = _drops(grabber)
+    signal = {"signal": getattr(loop_signal, "signal", "mean"), "repetitions": getattr(loop_signal, "repetitions", 1)}
     summary = acc.result(wall_s, evaluation=evaluate, **drops, stopped=stopped, realtime=bool(realtime),
-                         **({"stages": stages} if stages else {}))
+                         **signal, **({"stages": stages} if stages else {}))
     files.commit(summary)
     if drops["dropped_frames"]:
         log.warning("dropped %d of %d frames: %s", drops["dropped_frames"], drops["captured_frames"],
