@@ -22,12 +22,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/psim-demo
 
+# A worker per core (pytest-xdist), each file's tests in one worker, so a module's fixtures are built once.
+XDIST   := -n auto --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 # The fast tier for iteration: everything but the tests marked slow (model training, whole apps).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/loop_latency.py

@@ -6,6 +6,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs a worker per core: one thread each, or they contend
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # (torch's threads spin: 2 x 2 on 2 cores ran 20x slower)
+        os.environ.setdefault(var, "1")
 
 SMALL = dict(n_subjects=2, n_train_concepts=30, images_per_concept=4, n_test=20, train_reps=4, test_reps=16,
              image_size=96, seed=0, progress=False)
