@@ -44,6 +44,9 @@ Signals: EEG 63 channels x 250 samples, MEG 271 x 201. Models: ``dit`` (EEG), ``
             graphs are CUDA only.
 Batches 1, 8 and 32 frames: at batch 1 the per-stage medians and the loop's fps (1000 / median of
 features + encode + decode + phosphene); at 8 and 32 frames/s = batch x 1000 / median loop ms.
+Single trials (``bench/gpu_trials.py``): the loop with ``loop.signal=trials`` at batch 1 in fp16, N = 1,
+4 and 16 trials of a frame in one batched call (DPM-Solver++, 4 steps from 0.2 T, as dit_trials), with
+the targets EEG >= 100 and MEG >= 30 loop fps for single trials.
 Training: one step of ``DiffusionEncoder.fit`` (noise, forward under its autocast, MSE, backward,
 gradient clipping, AdamW with GradScaler, cosine schedule, EMA update; the loss is the encoder's
 ``diffusion_loss``, the optimiser step is fit's) at batch 32, for dit_paper (EEG, clip_text tokens) and
@@ -91,6 +94,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: gpu_models beside this script
+from gpu_trials import TRIAL_REPETITIONS, trial_row, trial_table  # noqa: E402
 from gpu_models import (FRAME_SIZE, PAPER_STEPS, SIGNALS, SPECS, TINY_SIGNALS, ClipBundle,
                         Model, Settings, build_gabor, build_model, build_phosphene, log)
 
@@ -326,8 +330,9 @@ class Run:
         what = f"{row['kind']} {row['model']} {row['precision']} batch {row['batch']}"
         if row.get("skipped"):
             log(f"  {what}: skipped ({row['skipped']})")
-        elif row["kind"] == "loop":
+        elif row["kind"] in ("loop", "trials"):
             extra = f", compile {row['compile_s']:.1f} s" if row.get("compile_s") is not None else ""
+            extra += f", {row['repetitions']} trials" if row["kind"] == "trials" else ""
             log(f"  {what}: {row['loop_ms']:.1f} ms, {row['fps']:.1f} frames/s ({row['reps']} reps{extra})")
         else:
             log(f"  {what}: {row['step_ms']:.1f} ms per step ({row['reps']} reps)")
@@ -436,6 +441,7 @@ def tables(run: Run) -> str:
                 if batch > 1 and r is not None and r.get("compile_s") is not None:
                     compiles.append(fmt(r["compile_s"]))
             out.append(f"| {name} | {precision} | {' | '.join(cells)} | {', '.join(compiles) or '-'} |")
+    out += trial_table(run, fmt)
     trains = [r for r in rows if r["kind"] == "train"]
     if trains:
         out += ["", f"Training: one step of DiffusionEncoder.fit at batch {TRAIN_BATCH} (median ms)", "",
@@ -554,6 +560,9 @@ def main(argv: list[str] | None = None) -> Run:
         for model in models:
             for precision in ("fp32", "fp16"):
                 loop_row(run, model, precision, 1, "eager")
+        for model in models:  # the loop with single trials and repetition averages (issue 21)
+            for repetitions in TRIAL_REPETITIONS:
+                trial_row(run, model, repetitions, frames_for, plan_reps, failure)
         for model in models:
             compile_model(model, clip, compile_with)
         for model in by_target:
