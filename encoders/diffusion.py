@@ -30,8 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       UniPCMultistepScheduler)
+from diffusers import DDPMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.utils.torch_utils import randn_tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -43,7 +42,8 @@ from prosthesis_sim.features.cache import cached_features, features_for_images
 from prosthesis_sim.features.progress import progress
 from prosthesis_sim.noise import apply_spectral, spectral_whitening, zca_whitening
 
-from .diffusion_parts import _region_ids, _sensor_positions, image_generators, optimizer_step
+from .diffusion_parts import (SAMPLER_OPTIONS, SAMPLERS, _region_ids, _sensor_positions, image_generators,  # noqa: F401
+                              optimizer_step, set_timesteps)
 from .residual import residual_gain, validation_split
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,6 @@ STREAM_TOKENS_BYTES = 2 << 30
 STAT_CHUNK = 64  # images per chunk when computing statistics of a streamed array
 
 VALIDATION_SAMPLES = 8  # draws averaged into the residual mean when residual_gain='auto' sets the gain
-SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler,
-            "sde-dpmsolver++": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler,
-            "euler_ancestral": EulerAncestralDiscreteScheduler}
-#: settings a sampler name adds to its scheduler's config (the stochastic DPM-Solver++ of Lu et al. 2022)
-SAMPLER_OPTIONS = {"sde-dpmsolver++": {"algorithm_type": "sde-dpmsolver++"}}
 # How the sampler spreads its steps over the training timesteps (diffusers' ``timestep_spacing``).
 # "trailing" starts at t = T-1 for any number of steps (Lin et al. 2024, "Common diffusion noise
 # schedules and sample steps are flawed"); "leading" (the training scheduler's default) starts at
@@ -426,19 +421,8 @@ class DiffusionEncoder:
                 self.noise_scheduler.config, timestep_spacing=self.timestep_spacing,
                 **SAMPLER_OPTIONS.get(self.sampler, {}))
         sampler = self._samplers[key]
-        steps = int(self.sampling_steps if steps is None else steps)
-        if start < 1.0:
-            # truncated reverse process (Zheng et al. 2023, TDPM): the whitened target is close to white
-            # Gaussian, so the marginal at noise level t is close to N(0, I) for every t, and the few steps
-            # from t = start x T only correct what is not Gaussian; trailing spacing within [0, start x T)
-            if "timesteps" not in inspect.signature(sampler.set_timesteps).parameters:
-                raise ValueError(f"encoder.trial_start < 1 needs a sampler that takes custom timesteps (dpmsolver++, "
-                                 f"sde-dpmsolver++, ddpm), not {self.sampler!r}")
-            top = start * self.noise_scheduler.config.num_train_timesteps
-            timesteps = np.unique(np.round(np.arange(top, 0, -top / steps)).astype(int) - 1)[::-1]
-            sampler.set_timesteps(timesteps=[int(t) for t in timesteps], device=self.device)
-        else:
-            sampler.set_timesteps(steps, device=self.device)
+        set_timesteps(sampler, self.sampler, int(self.sampling_steps if steps is None else steps), start,
+                      self.noise_scheduler.config.num_train_timesteps, self.device)
         return sampler
 
     def _noise_keys(self, feats) -> list[bytes]:

@@ -1,13 +1,17 @@
-"""The diffusion encoder's parts that need no encoder: per-image noise generators, the denoiser's sensor
-inputs from mne.Info, and the optimiser step that ``fit`` takes (and bench/gpu.py times).
+"""The diffusion encoder's parts that need no encoder: per-image noise generators, the samplers and their
+(truncated) timesteps, the denoiser's sensor inputs from mne.Info, and the optimiser step that ``fit``
+takes (and bench/gpu.py times).
 ``encoders.diffusion`` re-exports them; the whitening of its targets is ``prosthesis_sim.noise``'s."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 from typing import Sequence
 
 import numpy as np
 import torch
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       UniPCMultistepScheduler)
 
 from prosthesis_sim.data.regions import region_ids
 
@@ -23,6 +27,29 @@ def image_generators(seed: int, keys: Sequence, n_samples: int) -> list[torch.Ge
         gen = torch.Generator(device="cpu").manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
         gens.extend([gen] * n_samples)
     return gens
+
+
+SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler,
+            "sde-dpmsolver++": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler,
+            "euler_ancestral": EulerAncestralDiscreteScheduler}
+#: settings a sampler name adds to its scheduler's config (the stochastic DPM-Solver++ of Lu et al. 2022)
+SAMPLER_OPTIONS = {"sde-dpmsolver++": {"algorithm_type": "sde-dpmsolver++"}}
+
+
+def set_timesteps(sampler, name: str, steps: int, start: float, num_train_timesteps: int, device) -> None:
+    """``steps`` timesteps from T (``start`` 1, the scheduler's own spacing), or a truncated reverse
+    process from ``start`` x T (Zheng et al. 2023, TDPM): for a spectrally whitened target, close to white
+    Gaussian, the marginal at every noise level is close to N(0, I), so a sampler may start low and its
+    few steps only correct what is not Gaussian. Trailing spacing within [0, start x T)."""
+    if start >= 1.0:
+        sampler.set_timesteps(steps, device=device)
+        return
+    if "timesteps" not in inspect.signature(sampler.set_timesteps).parameters:
+        raise ValueError(f"encoder.trial_start < 1 needs a sampler that takes custom timesteps (dpmsolver++, "
+                         f"sde-dpmsolver++, ddpm), not {name!r}")
+    top = start * num_train_timesteps
+    timesteps = np.unique(np.round(np.arange(top, 0, -top / steps)).astype(int) - 1)[::-1]
+    sampler.set_timesteps(timesteps=[int(t) for t in timesteps], device=device)
 
 
 def _sensor_positions(info) -> list[list[float]] | None:
