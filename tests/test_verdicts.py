@@ -168,3 +168,24 @@ def test_psim_train_metric_intervals_bracket_the_estimates():
     assert by_weights == pytest.approx(across_image_r(generated[idx], measured[idx]).mean(), abs=1e-9)
     perfect = metric_intervals(measured, measured)
     assert perfect["top1_lo"] == perfect["top1_hi"] == 1.0
+
+
+def test_the_shipped_configs_keep_decoders_out_of_the_encoders_space(caplog):
+    """By default no encoder / decoder pair of psim-eval shares a feature space; asking for it is flagged."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from prosthesis_sim.eval.circularity import warn_circular
+
+    def pairs(*overrides):
+        with initialize_config_module("configs", version_base="1.3"):
+            cfg = compose("eval", overrides=list(overrides))
+        encoders = {k: OmegaConf.to_container(v, resolve=True) for k, v in cfg.encoders.items()}
+        decoders = {k: OmegaConf.to_container(v, resolve=True) for k, v in cfg.decoders.items()}
+        return warn_circular(encoders, decoders)
+
+    assert pairs() == {}
+    with caplog.at_level("WARNING"):
+        shared = pairs("features@decoder_features=gabor")  # the earlier default: both sides in the Gabor space
+    assert set(shared) == {(e, d) for e in ("ridge", "dit_residual") for d in ("embedding", "retrieval")}
+    assert "reads the encoder's conditioning back" in caplog.text
