@@ -56,3 +56,27 @@ def test_truth_follows_the_epoch_and_is_checked(many_reps, tmp_path):
         load_things_eeg2(bad, subject=1)
     (bad / "sub-01" / "synthetic_truth_test.npy").unlink()  # a real recording has none
     assert load_things_eeg2(bad, subject=1).test_truth is None
+
+
+def test_components_sum_to_the_truth_and_capture_reads_them(many_reps):
+    from prosthesis_sim.eval.capture import capture
+
+    data = load_things_eeg2(many_reps, subject=1)
+    parts = data.test_truth_components
+    assert set(parts) == {"early", "concept", "nonlinear", "retinotopic", "shared"}
+    np.testing.assert_allclose(sum(parts.values()), data.test_truth, atol=1e-4)
+    shared = parts["shared"] - parts["shared"].mean(axis=0)
+    assert np.abs(shared).max() < 1e-4  # the ERP and the neighbours: the same for every image
+    for name in ("early", "concept", "nonlinear"):  # image-specific, each of them
+        assert (parts[name] - parts[name].mean(axis=0)).std() > 0.05
+    norm = data.normalizer
+    got = capture(data.test_truth, parts, norm)
+    assert got == pytest.approx({f"capture_{c}": 1.0 for c in ("early", "concept", "nonlinear", "retinotopic")},
+                                abs=1e-3)
+    # a signal holding the early component and half the concept one (on top of the shared response)
+    half = capture(parts["shared"] + parts["early"] + 0.5 * parts["concept"], parts, norm)
+    assert half["capture_early"] == pytest.approx(1, abs=1e-3) and half["capture_concept"] == pytest.approx(0.5, abs=1e-3)
+    assert abs(half["capture_nonlinear"]) < 1e-3
+    # the measured average: the truth plus noise, so about 1 on the large components
+    measured = capture(data.test_average(), parts, norm)
+    assert measured["capture_early"] == pytest.approx(1, abs=0.15) and measured["capture_concept"] == pytest.approx(1, abs=0.15)

@@ -11,6 +11,8 @@ import numpy as np
 
 #: written by psim-synth beside each subject's files (prosthesis_sim.data.synth); never in a real recording
 TRUTH_FILE = "synthetic_truth_test.npy"
+#: the same truth split by component (early, concept, nonlinear, retinotopic, shared), arrays that sum to it
+COMPONENTS_FILE = "synthetic_truth_components_test.npz"
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ class BrainDataset:
     #: synthetic data only: each test image's noise-free expected response (n_test, channels, times), the
     #: truth that psim-eval scores as a reference row. No model may read it (it is not in any real recording).
     test_truth: np.ndarray | None = field(default=None, repr=False)
+    #: synthetic data only: ``test_truth`` by component (``read_truth_components``), for psim-eval's capture table
+    test_truth_components: dict | None = field(default=None, repr=False)
 
     @classmethod
     def from_trials(cls, train: np.ndarray, test: np.ndarray, average_train: bool, average_test: bool,
@@ -149,6 +153,8 @@ class BrainDataset:
             self.test_raw = self.test if raw_is_test else fn(self.test_raw)
         if self.test_truth is not None:
             self.test_truth = fn(self.test_truth)
+        if self.test_truth_components is not None:
+            self.test_truth_components = {k: fn(v) for k, v in self.test_truth_components.items()}
         self.times = np.asarray(times, dtype=np.float64)
         self.__dict__.pop("normalizer", None)
 
@@ -225,6 +231,20 @@ def read_truth(folder: Path, test_shape: tuple, crop: slice = slice(None)) -> np
         raise ValueError(f"{path}: shape {truth.shape}, expected {want} (test images x channels x times "
                          "of the test file beside it); re-run psim-synth")
     return np.ascontiguousarray(truth[..., crop], dtype=np.float32)
+
+
+def read_truth_components(folder: Path, truth: np.ndarray | None, crop: slice = slice(None)) -> dict | None:
+    """``<folder>/synthetic_truth_components_test.npz`` as {component: (n_test, channels, times)}, or None
+    (no file, or no truth to check it against)."""
+    path = Path(folder) / COMPONENTS_FILE
+    if truth is None or not path.is_file():
+        return None
+    with np.load(path) as f:
+        parts = {k: np.ascontiguousarray(f[k][..., crop], dtype=np.float32) for k in f.files}
+    bad = {k: v.shape for k, v in parts.items() if v.shape != truth.shape}
+    if bad:
+        raise ValueError(f"{path}: components of shape {bad}, expected {truth.shape} as the truth beside it; re-run psim-synth")
+    return parts
 
 
 def to_float32(data: np.ndarray, average: bool = False) -> np.ndarray:

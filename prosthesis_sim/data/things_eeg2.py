@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import BrainDataset, declare_epoch, make_info, read_truth, to_float32
+from .dataset import BrainDataset, declare_epoch, make_info, read_truth, read_truth_components, to_float32
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ def load_things_eeg2(
         train, test, average_train, average_test, root, cache_dir,
         info=info, times=times, train_images=train_images, test_images=test_images,
         train_concepts=train_concepts, test_concepts=test_concepts, subject=sub, description=description,
-        test_truth=read_truth(root / sub, test.shape),
+        test_truth=(truth := read_truth(root / sub, test.shape)),
+        test_truth_components=read_truth_components(root / sub, truth),
     ), tmin, tmax, sfreq_out)
 
 

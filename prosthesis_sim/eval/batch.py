@@ -34,6 +34,7 @@ from ..checkpoint import atomic_write_text, fit_cached, to_container
 from ..evaluate import load_test_images
 from ..protocols import can_sample_trials, is_image_independent
 from ..scores import image_scores, normalised_score, to_grey
+from .capture import capture
 from .circularity import warn_circular
 from .decodability import embeds, fraction_of, identification_per_image
 from .figure import percept_figure, verdict_figure
@@ -194,6 +195,8 @@ def evaluate_batch(cfg: DictConfig) -> EvalResult:
     measured_z = _zscored(data, signals[MEASURED].array)
     signal_ident = {name: identify_sets(measured_z, _zscored(data, sig.array), centre=centre)
                     for name, sig in signals.items() if name != MEASURED}
+    parts = data.test_truth_components
+    captured = {name: capture(sig.array, parts, data.normalizer) for name, sig in signals.items()} if parts else {}
     shown = figure_indices(n, int(cfg.figure.n_images))
     panels: dict[tuple, list[np.ndarray]] = {}
 
@@ -239,7 +242,8 @@ def evaluate_batch(cfg: DictConfig) -> EvalResult:
                              **{f"ceiling_{k}": float(np.mean(ceiling_scores[ph_name][k])) for k in SCORES},
                              "encode_ms_per_image": sig.ms_per_image if sig is not None else float("nan"),
                              "decode_ms_per_image": decode_ms, "phosphene_ms_per_image": phosphene_ms,
-                             "circular": circular.get((enc_name, dec_name), ""), **meta})
+                             "circular": circular.get((enc_name, dec_name), ""), **captured.get(enc_name, {}),
+                             **meta})
                 bar.update()
     bar.close()
     _normalise(rows, floor)

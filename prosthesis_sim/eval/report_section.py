@@ -8,7 +8,7 @@ import math
 import os
 from pathlib import Path
 
-from .tables import cell, explanation, md_table, read_csv, verdict_tables
+from .tables import capture_lines, cell, explanation, md_table, read_csv, verdict_tables
 
 RESULTS = "results.csv"
 REPORT_COLUMNS = (
@@ -80,7 +80,7 @@ def eval_section(folders: list[Path], out: Path) -> list[str]:
         if "percept_2way" in first:  # psim-eval folders written before the verdicts have no intervals
             lines += ["Identification at every stage with 95 % intervals over the test images (paired "
                       "differences in the folder's comparisons.csv):", "",
-                      *[line.replace("### ", "#### ") for line in verdict_tables(rows)]]
+                      *[line.replace("### ", "#### ") for line in [*verdict_tables(rows), *capture_lines(rows)]]]
         lines += [md_table(rows, REPORT_COLUMNS), "", *explanation(rows)]
         decodability = decodability_lines(rows)
         if decodability:

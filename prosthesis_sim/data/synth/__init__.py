@@ -28,7 +28,7 @@ from .subject import _Subject
 from .trials import _simulate_split
 
 VERSION = 2  # 2: retinotopic sources (retinotopy=False reproduces version 1 exactly)
-from ..dataset import TRUTH_FILE  # each test image's noise-free expected response (psim-eval's `truth` row)
+from ..dataset import COMPONENTS_FILE, TRUTH_FILE  # each test image's noise-free expected response, by component
 
 
 def synthesize(
@@ -88,6 +88,7 @@ def synthesize(
 
     brain = _Brain(seed, image_size)
     rec = RECORDINGS[modality]()
+    test_parts, _ = brain.drive_parts(*test_desc)  # the test drives by component, for the per-component truth
     splits = (("training", brain.drives(*train_desc), train_reps, images_per_concept, train_fields),
               ("test", brain.drives(*test_desc), test_reps, 1, test_fields))
     n_images = sum(len(drives) for _, (drives, _), *_ in splits)
@@ -103,10 +104,12 @@ def synthesize(
                     rec.forward, rec.posterior, rec.scalp_radius, _rng(seed, "retinotopy", s)).scaled(scale)
             for split, (drives, lags), reps, per_concept, fields in splits:
                 data = _simulate_split(seed, s, split, subject, drives, lags, reps, bar,
-                                       fields if retinotopy else None, truth=split == "test")
+                                       fields if retinotopy else None, truth=split == "test",
+                                       parts=test_parts if split == "test" else None)
                 if split == "test":
-                    data, truth = data
+                    data, truth, components = data
                     atomic_save_npy(out / f"sub-{s + 1:02d}" / TRUTH_FILE, truth)
+                    atomic_save_npz(out / f"sub-{s + 1:02d}" / COMPONENTS_FILE, components)
                 rec.write(out / f"sub-{s + 1:02d}", split, data, per_concept)
     tmp = out / "synth.json.tmp"
     tmp.write_text(json.dumps({**record, "complete": True}, indent=1))
@@ -119,6 +122,13 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+    tmp.replace(path)
+
+
+def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()})
     tmp.replace(path)
 
 

@@ -86,16 +86,23 @@ class _Brain:
         ], axis=1)
         return np.concatenate([u @ self.early_w, concept, nonlinear @ self.image_w], axis=1)
 
-    def drives(self, shown: np.ndarray, protos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per image and source (EARLY then LATE): amplitude drive and latency change in seconds."""
+    def drive_parts(self, shown: np.ndarray, protos: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per image and source (EARLY then LATE), the amplitude drive of each component, whose sum is
+        ``drives``' amplitude: ``early`` (linear in image statistics), ``concept`` (the concept's prototype
+        through the concept net, shared by a concept's exemplars) and ``nonlinear`` (products, thresholds
+        and tanh projections of the image statistics); and the latency change in seconds."""
         z = (self._raw(shown, protos) - self.raw_mean) / self.raw_sd
         n_early, n_late = len(EARLY), len(LATE)
-        amp = np.concatenate([
-            EARLY_GAIN * z[:, :n_early],
-            LATE_CONCEPT_GAIN * z[:, n_early:n_early + n_late] + LATE_IMAGE_GAIN * z[:, n_early + n_late:],
-        ], axis=1)
+        parts = {name: np.zeros((len(z), n_early + n_late)) for name in ("early", "concept", "nonlinear")}
+        parts["early"][:, :n_early] = EARLY_GAIN * z[:, :n_early]
+        parts["concept"][:, n_early:] = LATE_CONCEPT_GAIN * z[:, n_early:n_early + n_late]
+        parts["nonlinear"][:, n_early:] = LATE_IMAGE_GAIN * z[:, n_early + n_late:]
         contrast = (shown[:, 1] - self.desc_mean[1]) / self.desc_sd[1]
-        lag = np.zeros_like(amp)
+        lag = np.zeros((len(z), n_early + n_late))
         lag[:, :n_early] = -LATENCY_BY_CONTRAST * np.tanh(contrast)[:, None]
-        return amp.astype(np.float32), lag.astype(np.float32)
+        return parts, lag.astype(np.float32)
 
+    def drives(self, shown: np.ndarray, protos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per image and source (EARLY then LATE): amplitude drive and latency change in seconds."""
+        parts, lag = self.drive_parts(shown, protos)
+        return (parts["early"] + parts["concept"] + parts["nonlinear"]).astype(np.float32), lag

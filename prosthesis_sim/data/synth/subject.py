@@ -61,3 +61,19 @@ class _Subject:
             out += self.retino.responses(fields, t)
         return out
 
+    def component_responses(self, parts: dict[str, np.ndarray], lags: np.ndarray,
+                            fields: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``responses`` split by where the image-specific drive comes from: each drive part of
+        ``_Brain.drive_parts`` through the sources, ``retinotopic`` (the visual-field sources) and
+        ``shared`` (the ERP, the same for every image). Linear in the drives, so the parts sum to
+        ``responses(sum of parts, lags, fields)``."""
+        t = np.arange(self.rec.n_resp, dtype=np.float32) / self.rec.sfreq
+        waves = _bump(t, (self.latency + lags)[..., None], self.width[:, None]).astype(np.float32)
+        out = {name: _mix_channels(self.topo, (d @ self.mixing)[..., None] * waves).astype(np.float32)
+               for name, d in parts.items()}
+        n = len(lags)
+        out["retinotopic"] = (self.retino.responses(fields, t) if self.retino is not None and fields is not None
+                              else np.zeros((n, *self.erp.shape), np.float32)).astype(np.float32)
+        out["shared"] = np.broadcast_to(self.erp, (n, *self.erp.shape)).astype(np.float32)
+        return out
+

@@ -19,11 +19,14 @@ TRIALS_PER_CHUNK = 512  # trials simulated at once (bounds memory, whatever the 
 
 
 def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np.ndarray, lags: np.ndarray,
-                    reps: int, bar, fields: np.ndarray | None = None, truth: bool = False):
+                    reps: int, bar, fields: np.ndarray | None = None, truth: bool = False,
+                    parts: dict[str, np.ndarray] | None = None):
     """(n_images, reps, n_channels, n_times) float32 single trials, simulated in chunks of trials.
     ``fields``: per image the visual-field activations of the retinotopic sources (None: none).
     ``truth``: also return each image's noise-free expected response (n_images, n_channels, n_times),
-    what an infinite number of repetitions would average to (``_expected``)."""
+    what an infinite number of repetitions would average to (``_expected``); with the drives' ``parts``
+    (``_Brain.drive_parts``) also its components (early, concept, nonlinear, retinotopic, shared: the
+    ERP and the RSVP neighbours), each (n_images, n_channels, n_times), which sum to it."""
     def part(a, idx):
         return None if a is None else a[idx]
 
@@ -34,6 +37,7 @@ def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np
         pool = NEIGHBOUR_GAIN * subject.responses(drives[pool_idx], lags[pool_idx], part(fields, pool_idx))
     data = np.empty((n, reps, len(rec.ch_names), rec.n_times), np.float32)
     expected = np.empty((n, len(rec.ch_names), rec.n_times), np.float32) if truth else None
+    components: dict[str, np.ndarray] = {}
     scale = _baseline_scale(_rng(seed, "truth", s, split), subject) if truth else None
     per_chunk = max(1, TRIALS_PER_CHUNK // reps)
     for c, start in enumerate(range(0, n, per_chunk)):
@@ -43,8 +47,15 @@ def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np
             -1, reps, len(rec.ch_names), rec.n_times)
         if truth:
             expected[sl] = _expected(own, pool, subject, scale)
+        if truth and parts is not None:
+            chunk = subject.component_responses({k: v[sl] for k, v in parts.items()}, lags[sl], part(fields, sl))
+            for name, resp in chunk.items():
+                out = components.setdefault(name, np.empty_like(expected))
+                out[sl] = _expected(resp, pool if name == "shared" else None, subject, scale)
         bar.update(len(own))
-    return (data, expected) if truth else data
+    if not truth:
+        return data
+    return (data, expected, components) if parts is not None else (data, expected)
 
 
 def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarray | None,
