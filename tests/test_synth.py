@@ -79,7 +79,8 @@ def test_returns_path_and_writes_only_the_dataset(small):
     assert sorted(p.name for p in small.iterdir()) == ["images", "sub-01", "sub-02", "synth.json"]
     for sub in ("sub-01", "sub-02"):
         assert sorted(p.name for p in (small / sub).iterdir()) == [  # the NICE pair, and the truth psim-eval scores
-            "preprocessed_eeg_test.npy", "preprocessed_eeg_training.npy", "synthetic_truth_test.npy"]
+            "preprocessed_eeg_test.npy", "preprocessed_eeg_training.npy", "synthetic_truth_components_test.npz",
+            "synthetic_truth_test.npy"]
 
 
 @pytest.mark.parametrize("split, shape", [("training", (18, 4, 63, 250)), ("test", (8, 8, 63, 250))])

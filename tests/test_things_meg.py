@@ -345,7 +345,7 @@ def test_info_positions_and_topomaps():
 
 def test_synthetic_meg_files_are_atm_pickles(synth_meg):
     # the upstream pair, and the truth psim-eval scores (no loader hands it to a fit)
-    assert sorted(p.name for p in (synth_meg / "sub-01").iterdir()) == sorted([TRAIN, TEST, "synthetic_truth_test.npy"])
+    assert sorted(p.name for p in (synth_meg / "sub-01").iterdir()) == sorted([TRAIN, TEST, "synthetic_truth_test.npy", "synthetic_truth_components_test.npz"])
     for name, shape in ((TRAIN, (3, 2, 1, 271, N_T)), (TEST, (12, 1, 12, 271, N_T))):
         path = synth_meg / "sub-01" / name
         assert path.read_bytes()[:2] == b"\x80\x04"
