@@ -52,7 +52,9 @@ def synthesize(
     Layout: sub-XX/preprocessed_eeg_{training,test}.npy (pickled dicts) or
     sub-XX/preprocessed_meg_{training,zs_test}.pkl, images/{training,test}_images/,
     images/image_metadata.npy, synth.json (modality, arguments and generator version). Fully determined
-    by the arguments; seed must be >= 0. ``retinotopy=False`` leaves out the retinotopic sources and
+    by the arguments; seed must be >= 0. A run that was interrupted resumes in the same folder with the same
+    arguments: the images and every finished subject are kept (``synth.json``'s ``done``), the rest is
+    made. ``retinotopy=False`` leaves out the retinotopic sources and
     reproduces the version-1 dataset; ``retinotopy_gain`` scales their published strengths (a
     sensitivity knob: 1 is the calibrated brain).
     """
@@ -67,24 +69,35 @@ def synthesize(
                 test_reps=test_reps, image_size=image_size, seed=seed, progress=progress,
                 retinotopy=bool(retinotopy), retinotopy_gain=float(retinotopy_gain))
     out = Path(out)
-    _prepare_out(out)
+    resumed = _resumable(out, args, modality)
+    if resumed is None:
+        _prepare_out(out)
 
     concepts = _sample_concepts(_rng(seed, "concepts"), n_train_concepts + n_test)
     order = _rng(seed, "split").permutation(len(concepts))
     train = sorted((concepts[i] for i in order[:n_train_concepts]), key=lambda c: c["name"])
     test = sorted((concepts[i] for i in order[n_train_concepts:]), key=lambda c: c["name"])
     record = {"generator": "prosthesis_sim.data.synth", "version": VERSION if retinotopy else 1, "modality": modality, "args": args,
-              "complete": False, "train_concepts": train, "test_concepts": test}
-    (out / "synth.json").write_text(json.dumps(record, indent=1))  # marks the folder as ours from the start
+              "complete": False, "train_concepts": train, "test_concepts": test,
+              "done": (resumed or {}).get("done", {"images": False, "subjects": []})}
+    _write_record(out, record)  # marks the folder as ours from the start
 
-    with tqdm(total=len(train) * images_per_concept + len(test), desc="images", disable=not progress) as bar:
-        *train_desc, train_fields, train_folders, train_files = _write_images(
-            out, "training", train, images_per_concept, "b", image_size, seed, bar)
-        *test_desc, test_fields, test_folders, test_files = _write_images(
-            out, "test", test, 1, "s", image_size, seed, bar)
-    np.save(out / "images" / "image_metadata.npy", {
-        "train_img_concepts": train_folders, "train_img_files": train_files,
-        "test_img_concepts": test_folders, "test_img_files": test_files})
+    inputs = out / INPUTS_FILE  # the brain's inputs of every image: what a resumed run needs of the images
+    if record["done"]["images"] and inputs.is_file():
+        train_desc, train_fields, test_desc, test_fields = _load_inputs(inputs)
+    else:
+        shutil.rmtree(out / "images", ignore_errors=True)  # an interrupted run's partial images
+        with tqdm(total=len(train) * images_per_concept + len(test), desc="images", disable=not progress) as bar:
+            *train_desc, train_fields, train_folders, train_files = _write_images(
+                out, "training", train, images_per_concept, "b", image_size, seed, bar)
+            *test_desc, test_fields, test_folders, test_files = _write_images(
+                out, "test", test, 1, "s", image_size, seed, bar)
+        np.save(out / "images" / "image_metadata.npy", {
+            "train_img_concepts": train_folders, "train_img_files": train_files,
+            "test_img_concepts": test_folders, "test_img_files": test_files})
+        _save_inputs(inputs, train_desc, train_fields, test_desc, test_fields)
+        record["done"]["images"] = True
+        _write_record(out, record)
 
     brain = _Brain(seed, image_size)
     rec = RECORDINGS[modality]()
@@ -96,12 +109,15 @@ def synthesize(
     if retinotopy:  # strengths from the population template, so each subject's anatomy varies around them
         template = RetinotopicSources.build(rec.forward, rec.posterior, rec.scalp_radius)
         scale = {k: retinotopy_gain * v for k, v in calibrate(template, n1_amplitude=N1_PEAK, sfreq=rec.sfreq).items()}
-    with tqdm(total=n_subjects * n_images, desc=modality.upper(), disable=not progress) as bar:
+    todo = [s for s in range(n_subjects) if s + 1 not in record["done"]["subjects"]]
+    with tqdm(total=len(todo) * n_images, desc=modality.upper(), disable=not progress) as bar:
         for s in range(n_subjects):
             subject = _Subject.sample(_rng(seed, "subject", s), rec)
             if retinotopy:
                 subject.retino = RetinotopicSources.build(
                     rec.forward, rec.posterior, rec.scalp_radius, _rng(seed, "retinotopy", s)).scaled(scale)
+            if s not in todo:  # written by an earlier, interrupted run (each subject's rng is its own)
+                continue
             for split, (drives, lags), reps, per_concept, fields in splits:
                 data = _simulate_split(seed, s, split, subject, drives, lags, reps, bar,
                                        fields if retinotopy else None, truth=split == "test",
@@ -111,10 +127,53 @@ def synthesize(
                     atomic_save_npy(out / f"sub-{s + 1:02d}" / TRUTH_FILE, truth)
                     atomic_save_npz(out / f"sub-{s + 1:02d}" / COMPONENTS_FILE, components)
                 rec.write(out / f"sub-{s + 1:02d}", split, data, per_concept)
+                del data
+            record["done"]["subjects"].append(s + 1)
+            _write_record(out, record)
+    inputs.unlink(missing_ok=True)
     tmp = out / "synth.json.tmp"
     tmp.write_text(json.dumps({**record, "complete": True}, indent=1))
     tmp.replace(out / "synth.json")  # only a finished run says complete: an interrupted one is redone
     return out
+
+
+INPUTS_FILE = ".synth_inputs.npz"  # removed when the dataset is complete
+
+
+def _write_record(out: Path, record: dict) -> None:
+    tmp = out / "synth.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(out / "synth.json")
+
+
+def _resumable(out: Path, args: dict, modality: str) -> dict | None:
+    """The record of an interrupted run with the same arguments in ``out`` (its images and finished
+    subjects are kept and the rest is done), else None (the folder is started afresh)."""
+    try:
+        record = json.loads((out / "synth.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    same = {k: v for k, v in record.get("args", {}).items() if k != "progress"} == \
+        {k: v for k, v in args.items() if k != "progress"}
+    if record.get("complete") or not same or record.get("modality") != modality or "done" not in record \
+            or record.get("version") not in (VERSION, 1):
+        return None
+    return record
+
+
+def _save_inputs(path: Path, train_desc, train_fields, test_desc, test_fields) -> None:
+    arrays = {"train_shown": train_desc[0], "train_protos": train_desc[1], "train_fields": train_fields,
+              "test_shown": test_desc[0], "test_protos": test_desc[1], "test_fields": test_fields}
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    tmp.replace(path)
+
+
+def _load_inputs(path: Path):
+    with np.load(path) as f:
+        return ((f["train_shown"], f["train_protos"]), f["train_fields"], (f["test_shown"], f["test_protos"]),
+                f["test_fields"])
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
