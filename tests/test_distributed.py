@@ -43,7 +43,11 @@ def test_two_processes_train_the_same_weights_as_one(synth_root, tmp_path):
     assert (meta1["train_processes"], meta2["train_processes"]) == (1, 2)
     # batches of 17 split 9 + 8, the last (1) 1 + 0: the main process saw just over half
     assert meta1["rank_samples"] / 2 <= meta2["rank_samples"] < meta1["rank_samples"] * 0.55
-    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["encoder"]["mse"] > 0
+    # and the main process evaluates the model it trained: the same scores as the one-process run's
+    scores = [json.loads((tmp_path / run / "metrics.json").read_text())["encoder"] for run in ("one", "two")]
+    assert scores[0].keys() == scores[1].keys() and {"mse", "pcc", "top1"} <= scores[1].keys()
+    for k in ("mse", "pcc", "top1", "top5"):
+        assert scores[1][k] == pytest.approx(scores[0][k], rel=1e-3, abs=1e-4), k
 
 
 def test_context_outside_torchrun_is_a_single_process(monkeypatch):
