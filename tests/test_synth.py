@@ -87,7 +87,7 @@ def test_returns_path_and_writes_only_the_dataset(small):
 def test_eeg_files_are_nice_pickles(small, split, shape):
     for subject in (1, 2):
         path = small / f"sub-{subject:02d}" / f"preprocessed_eeg_{split}.npy"
-        assert path.read_bytes()[:2] == b"\x80\x04"  # a raw pickle, protocol 4 (not an .npy file)
+        assert path.read_bytes()[:2] == b"\x80\x05"  # a raw pickle, protocol 5 (not an .npy file)
         payload = _load(path)
         assert set(payload) == {"preprocessed_eeg_data", "ch_names", "times"}
         data = payload["preprocessed_eeg_data"]

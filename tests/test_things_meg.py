@@ -348,7 +348,7 @@ def test_synthetic_meg_files_are_atm_pickles(synth_meg):
     assert sorted(p.name for p in (synth_meg / "sub-01").iterdir()) == sorted([TRAIN, TEST, "synthetic_truth_test.npy", "synthetic_truth_components_test.npz"])
     for name, shape in ((TRAIN, (3, 2, 1, 271, N_T)), (TEST, (12, 1, 12, 271, N_T))):
         path = synth_meg / "sub-01" / name
-        assert path.read_bytes()[:2] == b"\x80\x04"
+        assert path.read_bytes()[:2] == b"\x80\x05"  # a raw pickle, protocol 5
         with open(path, "rb") as f:
             payload = pickle.load(f)
         assert set(payload) == {"meg_data", "ch_names", "times"}
