@@ -137,7 +137,9 @@ def build_loop(cfg) -> tuple[ClosedLoop, PanelRenderer]:
     loop = ClosedLoop(encoder, floor, decoder, phosphene, data.normalizer, seed=cfg.seed, signal=signal,
                       repetitions=repetitions)
     renderer = PanelRenderer(data.info, data.times, size=cfg.loop.panel_size, decoder=stage_name(cfg, "decoder"),
-                             phosphene=stage_name(cfg, "phosphene"), signal=loop.describe_signal())
+                             phosphene=stage_name(cfg, "phosphene"),
+                             signal="expected" if signal == "mean" else "1 trial" if repetitions == 1 else
+                             f"mean of {repetitions}")  # short: the tile's title
     return loop, renderer
 
 

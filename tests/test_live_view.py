@@ -177,7 +177,7 @@ def test_browser_camera_drives_the_loop_and_the_page_shows_the_results(synth_roo
         # the camera: this page's, at the Y4M's size (max_side 320 keeps it)
         assert shown["camera"].startswith(f"sending {WIDTH} x {HEIGHT}"), shown
         assert shown["stages"] == {"encoder": "ridge", "decoder": "ridge_pixels", "phosphene": "argus_scoreboard",
-                                   "source": "browser", "floor": "MeanERP"}, shown
+                                   "source": "browser", "floor": "MeanERP", "signal": "expected response"}, shown
         time.sleep(1.0)  # a few more points for the screenshot
         png = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
         screenshot = DOCS_SCREENSHOT if os.environ.get("PSIM_UPDATE_DOCS") == "1" else tmp_path / "live_view.png"
