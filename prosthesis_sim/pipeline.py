@@ -93,11 +93,15 @@ def single_trial_realism(cfg, encoder, data, images, out: Path) -> dict | None:
     arrays (single_trials.npz); returns the metrics, or None when it does not apply."""
     spec = cfg.get("single_trials") or {}
     enabled = spec.get("enabled", "auto")
-    applies = data.train.shape[1] > 1 and can_sample_trials(encoder)
+    single = data.train.shape[1] > 1 or cfg.dataset.get("average_train", True) is False  # MEG: one trial each
+    applies = single and can_sample_trials(encoder)
     if enabled is False or str(enabled) == "false" or (str(enabled) == "auto" and not applies):
         return None
     if not can_sample_trials(encoder):
         raise ComponentError(f"single_trials.enabled=true, but {type(encoder).__name__} does not sample single trials")
+    if not single:
+        raise ValueError("single-trial realism needs single training trials (dataset.average_train=false): the "
+                         f"training data hold {data.train.shape[1]} repetition per image, an average")
     mean_encoder = instantiate(spec["mean"])
     mean_encoder.fit(data)
     kwargs = {"cache_dir": data.cache_dir} if data.cache_dir is not None and takes_cache_dir(encoder) else {}

@@ -143,10 +143,21 @@ def test_cross_spectral_baseline_has_the_training_spectra_and_covariance(measure
     assert st.covariance_distance(spectral, measured) < 1.0
 
 
-def test_single_trials_need_single_training_trials(small_data):
-    """An averaged training set cannot give the noise covariance of the baselines: a clear error."""
+def test_single_trials_need_single_training_trials(small_data, tmp_path):
+    """An averaged training set cannot give the noise covariance of the baselines: a clear error (one
+    repetition per image is single trials only when the dataset was not averaged: THINGS-MEG)."""
+    from hydra import compose, initialize_config_module
+
+    from prosthesis_sim.pipeline import single_trial_realism
+
+    class Sampler:
+        def sample_trials(self, images, n_trials, seed=None, paths=None):
+            raise AssertionError("not reached")
+
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("train", overrides=["single_trials.enabled=true", "dataset.average_train=true"])
     with pytest.raises(ValueError, match="dataset.average_train=false"):
-        st.evaluate_single_trials(object(), object(), small_data, [])
+        single_trial_realism(cfg, Sampler(), small_data, [], tmp_path)
 
 
 def test_zca_whitening_of_the_diffusion_target_is_undone_exactly():
@@ -228,3 +239,33 @@ def test_a_spectrally_whitened_encoder_saves_its_colouring_and_samples_the_same_
     save_component(enc, tmp_path / "other", cfg)  # the weights say spectral, the config says no whitening
     with pytest.raises(ValueError, match="fitted with whiten=spectral"):
         load_component(tmp_path / "other")
+
+
+@pytest.mark.slow
+def test_one_repetition_per_image_takes_the_noise_around_the_mean_model(tmp_path):
+    """THINGS-MEG sees every training image once: the baselines' noise is then the training trials around
+    the mean model's prediction, and the cross-spectral baseline still matches the measured spectra."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    from prosthesis_sim.data.synth import synthesize
+    from prosthesis_sim.data.things_eeg2 import load_things_eeg2
+    from prosthesis_sim.evaluate import load_test_images
+
+    root = synthesize(tmp_path / "once", n_subjects=1, n_train_concepts=30, images_per_concept=4, n_test=10,
+                      train_reps=1, test_reps=8, image_size=48, seed=2, progress=False)
+    data = load_things_eeg2(root, subject=1, average_train=False)
+    assert data.train.shape[1] == 1
+    with initialize_config_module("configs", version_base="1.3"):
+        mean = instantiate(compose("train").single_trials.mean)
+    mean.fit(data)
+
+    class NoiseAroundMean:  # a stand-in trial sampler: the mean plus white noise (so it is told apart)
+        def sample_trials(self, images, n_trials, seed=None, paths=None):
+            m = mean.generate(images, paths=paths)
+            return m[:, None] + np.random.default_rng(0).standard_normal((len(m), n_trials, *m.shape[1:]))
+
+    metrics, _ = st.evaluate_single_trials(NoiseAroundMean(), mean, data, load_test_images(data))
+    spectral = metrics["baseline: mean + cross-spectral noise"]
+    assert spectral["log_spectral_distance_db"] < 1.0  # the residual noise has the measured spectra
+    assert spectral["two_sample_accuracy"] < metrics["generated"]["two_sample_accuracy"]

@@ -129,14 +129,16 @@ def two_sample_accuracy(generated: np.ndarray, measured: np.ndarray, spatial: np
 
 
 def gaussian_trials(mean: np.ndarray, train_trials: np.ndarray, n_trials: int, separable: bool,
-                    seed: int = 0) -> np.ndarray:
+                    seed: int = 0, resid: np.ndarray | None = None) -> np.ndarray:
     """``mean`` (n_images, channels, times) plus Gaussian noise with the training noise covariance:
     spatial only (white in time), or separable (spatial x temporal, Kronecker). Returns
-    (n_images, n_trials, channels, times)."""
+    (n_images, n_trials, channels, times). ``resid``: the training noise itself (``noise_residuals``),
+    when it is not the trials around their image's mean (one repetition per image)."""
     rng = np.random.default_rng(seed)
-    resid = trial_residuals(train_trials)
-    n_ch, n_t = train_trials.shape[2:]
-    cs = noise_covariance(train_trials) * train_trials.shape[1] / (train_trials.shape[1] - 1)
+    resid = trial_residuals(train_trials) if resid is None else resid
+    n_ch, n_t = resid.shape[2:]
+    x = resid.transpose(0, 1, 3, 2).reshape(-1, n_ch)
+    cs = ledoit_wolf(x, assume_centered=True)[0]  # scale-equivariant: the unbiased residuals' covariance
     ls = linalg.cholesky(cs + 1e-9 * np.trace(cs) / n_ch * np.eye(n_ch), lower=True)
     white = rng.standard_normal((mean.shape[0], n_trials, n_ch, n_t))
     noise = np.einsum("ij,nrjt->nrit", ls, white)
@@ -149,13 +151,14 @@ def gaussian_trials(mean: np.ndarray, train_trials: np.ndarray, n_trials: int, s
     return (mean[:, None] + noise).astype(np.float32)
 
 
-def spectral_gaussian_trials(mean: np.ndarray, train_trials: np.ndarray, n_trials: int, seed: int = 0) -> np.ndarray:
+def spectral_gaussian_trials(mean: np.ndarray, train_trials: np.ndarray, n_trials: int, seed: int = 0,
+                             resid: np.ndarray | None = None) -> np.ndarray:
     """``mean`` plus stationary Gaussian noise with the training noise's cross-spectra (every channel pair
     at every frequency; ``prosthesis_sim.noise.spectral_whitening``): the whole second-order model of
     the noise, not separable in space and time. What it lacks is anything beyond second order (bursty
     rhythms, trial-to-trial gain of the evoked response)."""
     rng = np.random.default_rng(seed)
-    _, colour = spectral_whitening(trial_residuals(train_trials))
+    _, colour = spectral_whitening(trial_residuals(train_trials) if resid is None else resid)
     white = rng.standard_normal((mean.shape[0], n_trials, *mean.shape[1:]), dtype=np.float32)
     return (mean[:, None] + apply_spectral(colour, white)).astype(np.float32)
 
@@ -187,8 +190,11 @@ def measured_reference(measured: np.ndarray, spatial: np.ndarray, sfreq: float, 
 
 def evaluate_single_trials(encoder, mean_encoder, data, images: list[np.ndarray], seed: int = 0,
                            kwargs: dict | None = None) -> tuple[dict, dict]:
-    """Generate as many single trials per test image as were measured and score them, with the two
-    Gaussian baselines around ``mean_encoder``'s prediction and the measured split-half reference.
+    """Generate as many single trials per test image as were measured and score them, with the Gaussian
+    baselines around ``mean_encoder``'s prediction and the measured split-half reference. With one
+    training repetition per image (THINGS-MEG: every image seen once) the baselines' noise is the
+    training trials around ``mean_encoder``'s prediction for them (noise plus what the mean model
+    cannot predict), since there is no image mean to take it around.
 
     Everything is compared in the dataset's z-scored units (``data.normalizer``). Returns
     (metrics by row, arrays for the figure: spectra in dB averaged over channels, example trials).
@@ -196,18 +202,25 @@ def evaluate_single_trials(encoder, mean_encoder, data, images: list[np.ndarray]
     norm, sfreq = data.normalizer, data.sfreq
     kwargs = kwargs or {}
     train = norm(data.train).astype(np.float64)
-    if train.shape[1] < 2:
-        raise ValueError("single-trial realism needs single training trials (dataset.average_train=false): the "
-                         f"training data hold {train.shape[1]} repetition per image")
+    resid = None
+    if train.shape[1] < 2:  # each training image seen once (THINGS-MEG): the noise around the mean model
+        from ..data.dataset import load_image
+
+        train_images = [load_image(p) for p in data.train_images]
+        fitted = norm(mean_encoder.generate(train_images, seed=seed, paths=data.train_images, **kwargs))
+        resid = train - np.asarray(fitted, dtype=np.float64)[:, None]
     measured = _check(norm(data.test_repetitions()), "measured test trials")
     n_trials = measured.shape[1]
     generated = norm(encoder.sample_trials(images, n_trials, seed=seed, paths=data.test_images, **kwargs))
     mean = norm(mean_encoder.generate(images, seed=seed, paths=data.test_images, **kwargs))
     spatial = spatial_components(train)
     rows = {"generated": generated,
-            "baseline: mean + spatial noise": gaussian_trials(mean, train, n_trials, separable=False, seed=seed),
-            "baseline: mean + space x time noise": gaussian_trials(mean, train, n_trials, separable=True, seed=seed),
-            "baseline: mean + cross-spectral noise": spectral_gaussian_trials(mean, train, n_trials, seed=seed)}
+            "baseline: mean + spatial noise": gaussian_trials(mean, train, n_trials, separable=False, seed=seed,
+                                                              resid=resid),
+            "baseline: mean + space x time noise": gaussian_trials(mean, train, n_trials, separable=True, seed=seed,
+                                                                   resid=resid),
+            "baseline: mean + cross-spectral noise": spectral_gaussian_trials(mean, train, n_trials, seed=seed,
+                                                                              resid=resid)}
     metrics = {"measured halves (reference)": measured_reference(measured, spatial, sfreq, seed)}
     metrics.update({name: realism(x, measured, spatial, sfreq, seed) for name, x in rows.items()})
     channel = int(np.argmax(measured.mean(axis=(0, 1)).std(axis=-1)))  # the largest evoked response
