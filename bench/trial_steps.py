@@ -1,6 +1,6 @@
 """Few-step single trials: sampler x steps x two-sample accuracy x ms per trial (issue 21, section 2).
 
-    python bench/trial_steps.py ENCODER_DIR [dataset.root=outputs/synth] [--subject 1]
+    python bench/trial_steps.py ENCODER_DIR [--root outputs/synth] [--subject 1] [--meg]
         [--grid "dpmsolver++:25,4;ddim:4"] [--json FILE]
 
 ENCODER_DIR is a saved trial encoder (``psim-train encoder=dit_trials dataset.average_train=false``'s
@@ -50,11 +50,17 @@ def main(argv=None) -> int:
     parser.add_argument("encoder_dir", type=Path)
     parser.add_argument("--root", default="outputs/synth")
     parser.add_argument("--subject", type=int, default=1)
+    parser.add_argument("--meg", action="store_true", help="a THINGS-MEG-format dataset (psim-synth modality=meg)")
     parser.add_argument("--grid", default=DEFAULT_GRID)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    data = load_things_eeg2(args.root, subject=args.subject, average_train=False)
+    if args.meg:
+        from prosthesis_sim.data.things_meg import load_things_meg
+
+        data = load_things_meg(args.root, subject=args.subject, average_train=False)
+    else:
+        data = load_things_eeg2(args.root, subject=args.subject, average_train=False)
     encoder = load_component(args.encoder_dir, data)
     images = load_test_images(data)
     norm = data.normalizer
