@@ -153,12 +153,7 @@ def loop_call(model: Model, extractor, frames: list[np.ndarray], settings: Setti
         torch.compiler.cudagraph_mark_step_begin()  # a new loop iteration: the last one's outputs are copied out
 
     def stage(name, fn):
-        settings.sync()
-        start = time.perf_counter()
-        out = fn()
-        settings.sync()
-        times[name] = 1e3 * (time.perf_counter() - start)
-        return out
+        return settings.timed(times, name, fn)
 
     feats = stage("features", lambda: features_for_images(extractor, frames, tokens=enc.needs_tokens()))
     signals = stage("encode", lambda: enc.generate_from_features(feats, seed=0))

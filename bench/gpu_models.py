@@ -81,6 +81,15 @@ class Settings:
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
+    def timed(self, times: dict, name: str, fn):
+        """``fn()``, its wall time in ms stored as ``times[name]``, synchronised on both sides (CUDA)."""
+        self.sync()
+        start = time.perf_counter()
+        out = fn()
+        self.sync()
+        times[name] = 1e3 * (time.perf_counter() - start)
+        return out
+
 
 def char_tokenizer():
     """A CLIP tokenizer with one token per character (the BPE vocabulary and merges are a download)."""

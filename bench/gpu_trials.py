@@ -27,12 +27,7 @@ def trial_call(model, extractor, frame, repetitions: int, settings) -> dict[str,
     enc, times = model.encoder, {}
 
     def stage(name, fn):
-        settings.sync()
-        start = time.perf_counter()
-        out = fn()
-        settings.sync()
-        times[name] = 1e3 * (time.perf_counter() - start)
-        return out
+        return settings.timed(times, name, fn)
 
     feats = stage("features", lambda: features_for_images(extractor, [frame], tokens=enc.needs_tokens()))
     signal = stage("encode", lambda: enc.sample_trials_from_features(feats, repetitions, seed=0).mean(axis=1))

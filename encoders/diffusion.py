@@ -42,8 +42,8 @@ from prosthesis_sim.features.cache import cached_features, features_for_images
 from prosthesis_sim.features.progress import progress
 from prosthesis_sim.noise import apply_spectral, spectral_whitening, zca_whitening
 
-from .diffusion_parts import (SAMPLER_OPTIONS, SAMPLERS, _region_ids, _sensor_positions, image_generators,  # noqa: F401
-                              optimizer_step, set_timesteps)
+from .diffusion_parts import (SAMPLER_OPTIONS, SAMPLERS, _mean_std, _region_ids, _sensor_positions,  # noqa: F401
+                              image_generators, optimizer_step, set_timesteps)
 from .residual import residual_gain, validation_split
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ WHITENINGS = {"false": None, "none": None, "true": "spatial", "spatial": "spatia
 # (CLIP ViT-L/14 tokens of the 16,540 THINGS-EEG2 training images take 17 GB); smaller ones are
 # standardised once and kept on the device.
 STREAM_TOKENS_BYTES = 2 << 30
-STAT_CHUNK = 64  # images per chunk when computing statistics of a streamed array
 
 VALIDATION_SAMPLES = 8  # draws averaged into the residual mean when residual_gain='auto' sets the gain
 # How the sampler spreads its steps over the training timesteps (diffusers' ``timestep_spacing``).
@@ -63,23 +62,6 @@ VALIDATION_SAMPLES = 8  # draws averaged into the residual mean when residual_ga
 # schedules and sample steps are flawed"); "leading" (the training scheduler's default) starts at
 # T - T/steps + 1, far from pure noise with few steps (t=750 for 4 steps, 500 for 2).
 TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
-
-
-def _mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over images and tokens, per feature; in chunks (float64 sums) for streamed arrays."""
-    if tokens.nbytes <= STREAM_TOKENS_BYTES:
-        return tokens.mean((0, 1)), tokens.std((0, 1)) + 1e-6
-    total, squares = np.zeros(tokens.shape[-1]), np.zeros(tokens.shape[-1])
-    with progress(len(tokens), "token statistics", "img") as bar:
-        for start in range(0, len(tokens), STAT_CHUNK):
-            block = np.asarray(tokens[start : start + STAT_CHUNK], dtype=np.float64)
-            total += block.sum((0, 1))
-            squares += np.square(block, out=block).sum((0, 1))
-            bar.update(len(block))
-    count = len(tokens) * tokens.shape[1]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0))
-    return mean.astype(np.float32), (std + 1e-6).astype(np.float32)
 
 
 class DiffusionEncoder:
@@ -247,7 +229,7 @@ class DiffusionEncoder:
         stream = raw.nbytes > STREAM_TOKENS_BYTES
         if not stream:
             raw = np.asarray(raw)
-        self.token_mean, self.token_std = _mean_std(raw)
+        self.token_mean, self.token_std = _mean_std(raw, STREAM_TOKENS_BYTES)
         feats = type(feats)(raw, np.asarray(feats.pooled))
         self.pooled_mean, self.pooled_std = feats.pooled.mean(0), feats.pooled.std(0) + 1e-6
         self.norm = data.normalizer

@@ -14,6 +14,9 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
                        UniPCMultistepScheduler)
 
 from prosthesis_sim.data.regions import region_ids
+from prosthesis_sim.features.progress import progress
+
+STAT_CHUNK = 64  # images per chunk when computing statistics of a streamed array
 
 
 def image_generators(seed: int, keys: Sequence, n_samples: int) -> list[torch.Generator]:
@@ -50,6 +53,23 @@ def set_timesteps(sampler, name: str, steps: int, start: float, num_train_timest
     top = start * num_train_timesteps
     timesteps = np.unique(np.round(np.arange(top, 0, -top / steps)).astype(int) - 1)[::-1]
     sampler.set_timesteps(timesteps=[int(t) for t in timesteps], device=device)
+
+
+def _mean_std(tokens: np.ndarray, in_memory_bytes: int = 2 << 30) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over images and tokens, per feature; in chunks (float64 sums) for streamed arrays."""
+    if tokens.nbytes <= in_memory_bytes:
+        return tokens.mean((0, 1)), tokens.std((0, 1)) + 1e-6
+    total, squares = np.zeros(tokens.shape[-1]), np.zeros(tokens.shape[-1])
+    with progress(len(tokens), "token statistics", "img") as bar:
+        for start in range(0, len(tokens), STAT_CHUNK):
+            block = np.asarray(tokens[start : start + STAT_CHUNK], dtype=np.float64)
+            total += block.sum((0, 1))
+            squares += np.square(block, out=block).sum((0, 1))
+            bar.update(len(block))
+    count = len(tokens) * tokens.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0))
+    return mean.astype(np.float32), (std + 1e-6).astype(np.float32)
 
 
 def _sensor_positions(info) -> list[list[float]] | None:

@@ -142,8 +142,7 @@ def build_loop(cfg) -> tuple[ClosedLoop, PanelRenderer]:
                       repetitions=repetitions)
     renderer = PanelRenderer(data.info, data.times, size=cfg.loop.panel_size, decoder=stage_name(cfg, "decoder"),
                              phosphene=stage_name(cfg, "phosphene"),
-                             signal="expected" if signal == "mean" else "1 trial" if repetitions == 1 else
-                             f"mean of {repetitions}")  # short: the tile's title
+                             signal=loop.describe_signal(short=True))
     return loop, renderer
 
 

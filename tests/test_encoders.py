@@ -165,6 +165,7 @@ def test_evaluation_gives_path_aware_features_the_test_files(small_data, tmp_pat
 def test_streamed_tokens_train_the_same_model(small_data, monkeypatch):
     """Token arrays too large for memory are read per batch from the cache: same model as in memory."""
     import encoders.diffusion as diffusion
+    import encoders.diffusion_parts as diffusion_parts
 
     cfg = make("dit", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "train.epochs=2",
                "train.batch_size=16")
@@ -173,7 +174,7 @@ def test_streamed_tokens_train_the_same_model(small_data, monkeypatch):
     reads = []
     read = diffusion.DiffusionEncoder._read_tokens
     monkeypatch.setattr(diffusion, "STREAM_TOKENS_BYTES", 0)
-    monkeypatch.setattr(diffusion, "STAT_CHUNK", 7)  # statistics over several chunks, the last one short
+    monkeypatch.setattr(diffusion_parts, "STAT_CHUNK", 7)  # statistics over several chunks, the last one short
     monkeypatch.setattr(diffusion.DiffusionEncoder, "_read_tokens", lambda self, *a: reads.append(1) or read(self, *a))
     streamed = instantiate(cfg)
     streamed.fit(small_data)

@@ -133,11 +133,6 @@ def thumbnail(image: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def _zscored(data, signals: np.ndarray) -> np.ndarray:
-    """Signals in the training split's per-channel z units, so every sensor weighs alike."""
-    return data.normalizer(signals)
-
-
 def _command() -> str | None:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -192,8 +187,9 @@ def evaluate_batch(cfg: DictConfig) -> EvalResult:
 
     ceilings = {p: [still(model, to_grey(img)) for img in images] for p, model in phosphenes.items()}
     ceiling_scores = {p: _per_image_scores(images, ceilings[p]) for p in phosphenes}
-    measured_z = _zscored(data, signals[MEASURED].array)
-    signal_ident = {name: identify_sets(measured_z, _zscored(data, sig.array), centre=centre)
+    norm = data.normalizer  # the training split's per-channel z units: every sensor weighs alike
+    measured_z = norm(signals[MEASURED].array)
+    signal_ident = {name: identify_sets(measured_z, norm(sig.array), centre=centre)
                     for name, sig in signals.items() if name != MEASURED}
     parts = data.test_truth_components
     captured = {name: capture(sig.array, parts, data.normalizer) for name, sig in signals.items()} if parts else {}

@@ -27,6 +27,17 @@ _OPPONENT = (0.0, 0.12)
 _COLOURFULNESS = (0.0, 0.1)
 
 
+def centre_square(img: np.ndarray) -> np.ndarray:
+    """The largest centred square of a uint8 RGB image (the framing CLIP uses); a clear error otherwise."""
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB (H, W, 3) images, got {img.dtype} {img.shape}")
+    h, w = img.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return img[top : top + side, left : left + side]
+
+
 def _standardise(x: torch.Tensor, centre_scale: tuple[float, float]) -> torch.Tensor:
     centre, scale = centre_scale
     return (x - centre) / scale
@@ -109,13 +120,8 @@ class GaborFeatures:
         """uint8 RGB images of any size -> float (n, 3, s, s) in [0, 1], centre-cropped square."""
         out = np.empty((len(images), self.image_size, self.image_size, 3), np.uint8)
         for i, img in enumerate(images):
-            img = np.asarray(img)
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"expected uint8 RGB (H, W, 3) images, got {img.dtype} {img.shape}")
-            h, w = img.shape[:2]
-            side = min(h, w)
-            top, left = (h - side) // 2, (w - side) // 2
-            square = img[top : top + side, left : left + side]
+            square = centre_square(img)
+            side = square.shape[0]
             interp = cv2.INTER_AREA if side >= self.image_size else cv2.INTER_LINEAR
             out[i] = cv2.resize(square, (self.image_size, self.image_size), interpolation=interp)
         return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0

@@ -13,6 +13,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from prosthesis_sim.features.gabor import centre_square
 from prosthesis_sim.protocols import Features
 
 _LUMINANCE = (0.45, 0.2)  # fixed (never fitted) centre and scale, the same as the Gabor features' luminance
@@ -34,13 +35,7 @@ class ThumbnailFeatures:
             ["mean_red_green", "mean_blue_yellow"] if self.colour else [])
 
     def _cells(self, image: np.ndarray) -> np.ndarray:
-        img = np.asarray(image)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"expected uint8 RGB (H, W, 3) images, got {img.dtype} {img.shape}")
-        h, w = img.shape[:2]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        square = img[top : top + side, left : left + side].astype(np.float32) / 255.0
+        square = centre_square(image).astype(np.float32) / 255.0
         return cv2.resize(square, (self.grid, self.grid), interpolation=cv2.INTER_AREA).reshape(-1, 3)
 
     def __call__(self, images: Sequence[np.ndarray]) -> Features:

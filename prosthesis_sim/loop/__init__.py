@@ -90,11 +90,13 @@ class ClosedLoop:
             raise ValueError(f"{type(self.decoder).__name__}.decode returned NaN or Inf")
         return decoded[0]
 
-    def describe_signal(self) -> str:
-        """What the decoder reads, in words (summary, panels, live page)."""
+    def describe_signal(self, short: bool = False) -> str:
+        """What the decoder reads, in words (live page, summary); ``short`` for the signal panel's title."""
         if self.signal == "mean":
-            return "expected response"
-        return "single trial" if self.repetitions == 1 else f"mean of {self.repetitions} trials"
+            return "expected" if short else "expected response"
+        if self.repetitions == 1:
+            return "1 trial" if short else "single trial"
+        return f"mean of {self.repetitions}" + ("" if short else " trials")
 
     def encode(self, frame: np.ndarray) -> np.ndarray:
         """The frame's signal (n_channels, n_times): the expected response, or the average of
