@@ -82,7 +82,7 @@ def main(args: list[str]) -> None:
         for s in subjects:
             tag = "-".join(o.split("=")[-1].strip("[]").replace(",", "x") for o in overrides[1:])
             out = Path("outputs/table") / f"{'meg-' if meg else ''}{overrides[0].split('=')[-1]}-{tag}-s{s}"
-            with initialize_config_module("configs", version_base="1.3"):
+            with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
                 cfg = compose("train", overrides=[*overrides, f"dataset={dataset}", f"dataset.root={root}",
                                                   f"dataset.subject={s}",
                                                   f"out={out}", "fit_cache=outputs/cache/table",

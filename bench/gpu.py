@@ -21,7 +21,7 @@ stages run through the same calls the loop makes (``prosthesis_sim.loop.Loop.ste
 - encode:    ``DiffusionEncoder.generate_from_features`` with the config's samples, guidance and
   sample batch size; the paper configs' 50 DDIM / 1000 DDPM steps are replaced by DDIM with 4
   trailing steps (the table says so). ``dit`` includes its ridge mean model (random coefficients).
-- decode:    ``decoders.ridge_pixels.RidgePixels`` (32 x 32 grey, time_bin 5) with random
+- decode:    ``prosthesis_sim.decoders.ridge_pixels.RidgePixels`` (32 x 32 grey, time_bin 5) with random
   coefficients, on the CPU as in the loop.
 - phosphene: ``TorchPhospheneModel`` (configs/phosphene/torch_argus.yaml, Argus II) on the device,
   float32; batch 1 through ``__call__`` (the loop's call), larger batches through ``render``.
@@ -213,7 +213,7 @@ def train_step_ms(model: Model, precision: str, settings: Settings) -> dict:
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from encoders.diffusion import optimizer_step
+    from prosthesis_sim.encoders.diffusion import optimizer_step
 
     enc = model.encoder
     cfg = enc.train_cfg

@@ -48,8 +48,8 @@ CLIP_SIZES = {
                projection_dim=16),
 }
 TINY_DENOISERS = {
-    "encoders.dit.DiT": dict(hidden=32, depth=2, heads=2),
-    "encoders.unet.UNetDenoiser": dict(block_out_channels=[8, 16, 32, 32], norm_num_groups=8, cross_attention_dim=32,
+    "prosthesis_sim.encoders.dit.DiT": dict(hidden=32, depth=2, heads=2),
+    "prosthesis_sim.encoders.unet.UNetDenoiser": dict(block_out_channels=[8, 16, 32, 32], norm_num_groups=8, cross_attention_dim=32,
                                        layers_per_block=1),
 }
 
@@ -245,9 +245,9 @@ class Model:
 
 
 def build_model(name: str, settings: Settings, clip: ClipBundle | None, phosphene, gabor) -> Model:
-    from decoders.ridge_pixels import RidgePixels
-    from encoders.diffusion import DiffusionEncoder
-    from encoders.ridge import RidgeEncoder
+    from prosthesis_sim.decoders.ridge_pixels import RidgePixels
+    from prosthesis_sim.encoders.diffusion import DiffusionEncoder
+    from prosthesis_sim.encoders.ridge import RidgeEncoder
     from prosthesis_sim.features.cache import features_for_images
 
     config, features_kind, signal, steps = SPECS[name]
@@ -283,7 +283,7 @@ def build_model(name: str, settings: Settings, clip: ClipBundle | None, phosphen
     with torch.device(settings.device):
         enc.build_untrained(n_ch, n_t, n_tokens, token_dim, pooled_dim, random_normalizer(n_ch), regions, positions)
     if mean_model is not None:  # ridge on the same features, random coefficients (DiffusionEncoder residual mode)
-        from encoders.ridge import design_matrix, resolve_inputs
+        from prosthesis_sim.encoders.ridge import design_matrix, resolve_inputs
 
         used = resolve_inputs(mean_model.inputs, feats.tokens.shape[1:])
         d = design_matrix(feats, used).shape[1]

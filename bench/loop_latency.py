@@ -42,7 +42,7 @@ VARIANTS = [  # (residual gain, sampler, steps, n_samples, guidance); the first 
 
 
 def main(overrides: list[str], json_path: str | None = None) -> None:
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("demo", overrides=overrides)
     loop, renderer = build_loop(cfg)
     frames = list(SampleClip(frames_per_photo=2))

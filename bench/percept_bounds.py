@@ -18,8 +18,8 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import configs
-from decoders.ridge_pixels import grey_thumbnail
+from prosthesis_sim import configs
+from prosthesis_sim.decoders.ridge_pixels import grey_thumbnail
 from prosthesis_sim.data.dataset import load_image
 from prosthesis_sim.data.things_eeg2 import load_things_eeg2
 from prosthesis_sim.metrics import correlation_matrix

@@ -43,8 +43,8 @@ from sklearn.decomposition import PCA
 from torch import nn
 from tqdm.auto import tqdm
 
-from decoders.losses import image_loss, info_nce
-from decoders.ridge_pixels import grey_thumbnail
+from prosthesis_sim.decoders.losses import image_loss, info_nce
+from prosthesis_sim.decoders.ridge_pixels import grey_thumbnail
 from prosthesis_sim.data.dataset import Normalizer, load_image
 from prosthesis_sim.distributed import local_device
 from prosthesis_sim.features.cache import cached_features, features_for_images

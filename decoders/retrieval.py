@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from decoders.embedding import EmbeddingDecoder
-from decoders.ridge_pixels import grey_thumbnail
+from prosthesis_sim.decoders.embedding import EmbeddingDecoder
+from prosthesis_sim.decoders.ridge_pixels import grey_thumbnail
 from prosthesis_sim.data.dataset import load_image
 from prosthesis_sim.features.cache import cache_key
 

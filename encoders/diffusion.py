@@ -1,6 +1,6 @@
 """Conditional diffusion image-to-brain encoder: one training and sampling path for any denoiser.
 
-The denoiser (``encoders.dit.DiT`` or ``encoders.unet.UNetDenoiser``) predicts the clean z-scored
+The denoiser (``prosthesis_sim.encoders.dit.DiT`` or ``prosthesis_sim.encoders.unet.UNetDenoiser``) predicts the clean z-scored
 signal (or the noise, or v) given the noisy signal, the step and the image features. Training: DDPM
 forward process from diffusers' ``DDPMScheduler``, MSE on the prediction, AdamW, cosine schedule with warm-up, EMA weights,
 optional condition dropout (for classifier-free guidance). With ``train.checkpoint_dir`` the full

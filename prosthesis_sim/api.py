@@ -28,7 +28,7 @@ def config(app: str = "loop", overrides: Sequence[str] = ()) -> DictConfig:
     style ``overrides``, e.g. ``config("eval", ["dataset.root=data", "select.encoders=[ridge]"])``."""
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app: compose with its search path
         return compose(app, overrides=list(overrides))
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         return compose(app, overrides=list(overrides))
 
 

@@ -20,7 +20,7 @@ from .errors import exit_if_known, run_cli
 from .pipeline import format_summary, format_table, run_configured_loop, train_and_evaluate
 from .validate import validate
 
-CONFIGS = "pkg://configs"
+CONFIGS = "pkg://prosthesis_sim.configs"
 log = logging.getLogger("prosthesis_sim")
 
 

@@ -162,6 +162,32 @@ def check_component_dir(directory: str | Path, key: str) -> Path:
     return directory
 
 
+#: Module prefixes of the plug-ins before they installed inside this package (saved configs name them).
+_MOVED = {"encoders.": "prosthesis_sim.encoders.", "decoders.": "prosthesis_sim.decoders."}
+
+
+def upgrade_targets(node):
+    """``node`` (a plain config container) with every ``_target_`` that names a plug-in by its old
+    top-level module (``encoders.ridge.RidgeEncoder``) renamed to where it installs now
+    (``prosthesis_sim.encoders.ridge.RidgeEncoder``), so components saved before the move still load."""
+    if isinstance(node, list):
+        return [upgrade_targets(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: upgrade_targets(v) for k, v in node.items()}
+    target = node.get("_target_")
+    if isinstance(target, str):
+        for old, new in _MOVED.items():
+            if target.startswith(old):
+                node["_target_"] = new + target[len(old):]
+    return node
+
+
+def read_config(path: str | Path) -> DictConfig:
+    """A saved ``config.yaml``, unresolved, with its targets upgraded (:func:`upgrade_targets`)."""
+    return OmegaConf.create(upgrade_targets(OmegaConf.to_container(OmegaConf.load(path), resolve=False)))
+
+
 def load_component(directory: str | Path, data=None):
     """Rebuild a component saved by :func:`save_component`.
 
@@ -177,7 +203,7 @@ def load_component(directory: str | Path, data=None):
         if fitted is not None:
             fitted.check(data.epoch, str(directory), f"{data.description} {data.subject}")
     try:
-        obj = instantiate(OmegaConf.load(directory / CONFIG))
+        obj = instantiate(read_config(directory / CONFIG))
     except Exception as err:  # YAML, import and constructor errors, wrapped by Hydra
         cause = root_cause(err)
         text = " ".join(ln.strip() for ln in str(cause).splitlines() if ln.strip()) or type(cause).__name__

@@ -91,7 +91,7 @@ def test_nested_components_are_pruned_by_their_own_class():
 
 
 def compose_loop(*overrides):
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         return compose("loop", overrides=list(overrides)).encoder
 
 
@@ -161,7 +161,7 @@ def test_what_a_component_reads_besides_the_data_is_in_the_key(tmp_path):
 def test_retrieval_gallery_files_are_its_fit_inputs(tmp_path):
     import cv2
 
-    from decoders.retrieval import RetrievalDecoder
+    from prosthesis_sim.decoders.retrieval import RetrievalDecoder
 
     gallery = tmp_path / "gallery"
     gallery.mkdir()

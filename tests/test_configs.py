@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import configs
+from prosthesis_sim import configs
 from prosthesis_sim.protocols import BrainDecoder, FeatureExtractor, FrameSource, ImageToBrainEncoder, PhospheneModel
 
 PROTOCOL = {"decoder": BrainDecoder, "features": FeatureExtractor, "phosphene": PhospheneModel}
@@ -40,7 +40,7 @@ def declared_defaults(name: str) -> dict[str, str]:
 @pytest.mark.parametrize("app", ["train", "loop", "demo", "synth"])
 def test_primary_configs_compose(app):
     """Each app's config composes with the options its defaults list names, and ``out`` is its run folder."""
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose(app, overrides=["out=somewhere"], return_hydra_config=True)
     chosen = declared_defaults(app)
     assert app == "synth" or {"dataset", "features", "encoder"} <= set(chosen), chosen
@@ -54,7 +54,7 @@ def test_primary_configs_compose(app):
 @pytest.mark.parametrize("encoder", options("encoder"))
 @pytest.mark.parametrize("features", options("features"))
 def test_encoders_instantiate(encoder, features):
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("loop", overrides=[f"encoder={encoder}", f"features={features}"])
     enc = instantiate(cfg.encoder)
     assert isinstance(enc, ImageToBrainEncoder)
@@ -65,7 +65,7 @@ def test_encoders_instantiate(encoder, features):
 @pytest.mark.parametrize("group", ["decoder", "features", "phosphene"])
 def test_stage_groups_instantiate(group):
     for option in options(group):
-        with initialize_config_module("configs", version_base="1.3"):
+        with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
             cfg = compose("loop", overrides=[f"{group}={option}"])
         assert isinstance(instantiate(cfg[group]), PROTOCOL[group]), (group, option)
 
@@ -77,13 +77,13 @@ def test_sources_instantiate(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
     overrides = {"default": [], "images": [f"source.folder={tmp_path}"], "webcam": []}
     for option, extra in overrides.items():
-        with initialize_config_module("configs", version_base="1.3"):
+        with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
             cfg = compose("loop", overrides=[f"source={option}", *extra])
         assert isinstance(instantiate(cfg.source), FrameSource), option
 
 
 def test_dataset_instantiates(synth_root):
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=[f"dataset.root={synth_root}", "dataset.subject=2"])
     data = instantiate(cfg.dataset)
     assert data.subject == "sub-02" and data.train.shape[2:] == (63, 250)

@@ -10,8 +10,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from skimage.metrics import structural_similarity
 
-from decoders.losses import ssim
-from decoders.ridge_pixels import grey_thumbnail
+from prosthesis_sim.decoders.losses import ssim
+from prosthesis_sim.decoders.ridge_pixels import grey_thumbnail
 from prosthesis_sim.checkpoint import fit_cached, load_component, save_component
 from prosthesis_sim.data.dataset import load_image
 from prosthesis_sim.evaluate import load_test_images
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # trains models: make test-fast leaves this modul
 
 
 def decoder_cfg(name, *overrides):
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         return compose("loop", overrides=[f"decoder={name}", *overrides]).decoder
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from encoders.diffusion import DiffusionEncoder
-from encoders.dit import DiT
+from prosthesis_sim.encoders.diffusion import DiffusionEncoder
+from prosthesis_sim.encoders.dit import DiT
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from encoders.diffusion import _sensor_positions
-from encoders.dit import DiT
+from prosthesis_sim.encoders.diffusion import _sensor_positions
+from prosthesis_sim.encoders.dit import DiT
 from prosthesis_sim.data.dataset import make_info
 from prosthesis_sim.data.regions import region_ids
 from prosthesis_sim.data.things_meg import make_meg_info, things_meg_channels

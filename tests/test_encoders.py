@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # trains models: make test-fast leaves this modul
 
 
 def make(encoder, *overrides):
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=[f"encoder={encoder}", "train.checkpoint_dir=null", *overrides])
     return cfg.encoder
 
@@ -106,7 +106,7 @@ def test_fit_cache_refits_when_the_data_change(small_data, tmp_path):
 
 
 def test_ridge_pixels_decoder_reads_measured_signals(small_data):
-    from decoders.ridge_pixels import RidgePixels, grey_thumbnail
+    from prosthesis_sim.decoders.ridge_pixels import RidgePixels, grey_thumbnail
 
     dec = RidgePixels(size=(16, 16))
     dec.fit(small_data)
@@ -120,7 +120,7 @@ def test_ridge_pixels_decoder_reads_measured_signals(small_data):
 
 
 def test_region_position_groups_channels_by_region():
-    from encoders.dit import DiT
+    from prosthesis_sim.encoders.dit import DiT
     from prosthesis_sim.data.regions import REGIONS, region_ids
     from tests.fixtures.nice import CH63
 
@@ -150,7 +150,7 @@ class PathRecordingGabor:
 
 
 def test_evaluation_gives_path_aware_features_the_test_files(small_data, tmp_path):
-    from encoders.ridge import RidgeEncoder
+    from prosthesis_sim.encoders.ridge import RidgeEncoder
 
     extractor = PathRecordingGabor()
     enc = RidgeEncoder(extractor)
@@ -164,8 +164,8 @@ def test_evaluation_gives_path_aware_features_the_test_files(small_data, tmp_pat
 
 def test_streamed_tokens_train_the_same_model(small_data, monkeypatch):
     """Token arrays too large for memory are read per batch from the cache: same model as in memory."""
-    import encoders.diffusion as diffusion
-    import encoders.diffusion_parts as diffusion_parts
+    import prosthesis_sim.encoders.diffusion as diffusion
+    import prosthesis_sim.encoders.diffusion_parts as diffusion_parts
 
     cfg = make("dit", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "train.epochs=2",
                "train.batch_size=16")
@@ -222,7 +222,7 @@ def _own_cache(data, tmp_path):
 
 
 def test_test_features_are_cached_for_evaluations_and_reports(small_data, tmp_path):
-    from encoders.ridge import RidgeEncoder
+    from prosthesis_sim.encoders.ridge import RidgeEncoder
     from prosthesis_sim.report.scoring import _Recording
 
     data = _own_cache(small_data, tmp_path)
@@ -242,7 +242,7 @@ def test_test_features_are_cached_for_evaluations_and_reports(small_data, tmp_pa
 
 
 def test_ridge_on_large_tokens_computes_and_caches_pooled_only(small_data, tmp_path):
-    from encoders.ridge import RidgeEncoder
+    from prosthesis_sim.encoders.ridge import RidgeEncoder
 
     data = _own_cache(small_data, tmp_path)
     extractor = CountingGabor(big_tokens=True)
@@ -252,7 +252,7 @@ def test_ridge_on_large_tokens_computes_and_caches_pooled_only(small_data, tmp_p
     assert enc.inputs_used == "pooled" and extractor.asked_tokens and not any(extractor.asked_tokens)
     files = sorted(p.name.split(".")[-2] for p in data.cache_dir.glob("*.npy"))
     assert files == ["pooled", "pooled"]  # training and test images: no token arrays on disk
-    save_component(enc, tmp_path / "ridge", {"_target_": "encoders.ridge.RidgeEncoder",
+    save_component(enc, tmp_path / "ridge", {"_target_": "prosthesis_sim.encoders.ridge.RidgeEncoder",
                                              "features": {"_target_": "prosthesis_sim.features.gabor.GaborFeatures"}})
     assert load_component(tmp_path / "ridge").inputs_used == "pooled"
 
@@ -281,7 +281,7 @@ def test_diffusion_training_reports_progress_to_logs_and_caches_test_features(sm
 
 
 def test_dit_size_is_checked_with_a_message():
-    from encoders.dit import DiT
+    from prosthesis_sim.encoders.dit import DiT
 
     dims = dict(n_channels=63, n_times=250, n_tokens=16, token_dim=16, pooled_dim=34)
     with pytest.raises(ValueError, match=r"hidden=64 is not divisible by encoder.denoiser.heads=6.*hidden=60 or 66"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from encoders.mean_erp import MeanERP
+from prosthesis_sim.encoders.mean_erp import MeanERP
 from prosthesis_sim.checkpoint import load_component, save_component, saved_epoch
 from prosthesis_sim.data.dataset import Epoch
 from prosthesis_sim.data.things_eeg2 import load_things_eeg2
@@ -52,7 +52,7 @@ def test_a_model_refuses_data_on_another_epoch(tmp_path):
     data = load_things_eeg2(tmp_path / "a")
     model = MeanERP()
     model.fit(data)
-    save_component(model, tmp_path / "model", OmegaConf.create({"_target_": "encoders.mean_erp.MeanERP"}), data.epoch)
+    save_component(model, tmp_path / "model", OmegaConf.create({"_target_": "prosthesis_sim.encoders.mean_erp.MeanERP"}), data.epoch)
     assert saved_epoch(tmp_path / "model") == data.epoch
     load_component(tmp_path / "model", data)  # the same epoch loads
     other = load_things_eeg2(tmp_path / "a", tmin=0)

@@ -60,7 +60,7 @@ def cli(*args, cwd, env_extra=None) -> subprocess.CompletedProcess:
 
 
 def loop_cfg(*overrides, app="loop"):
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         return compose(app, overrides=list(overrides))
 
 
@@ -165,7 +165,7 @@ def test_config_not_matching_weights_is_one_message(saved_dit, small_data, tmp_p
 def test_config_naming_an_unknown_class(saved_dit, small_data, tmp_path):
     bad = copy_component(saved_dit, tmp_path / "enc")
     (bad / "config.yaml").write_text((bad / "config.yaml").read_text().replace(
-        "encoders.diffusion.DiffusionEncoder", "encoders.nowhere.Gone"))
+        "prosthesis_sim.encoders.diffusion.DiffusionEncoder", "prosthesis_sim.encoders.nowhere.Gone"))
     text = message(load_component, bad, small_data)
     assert str(bad / "config.yaml") in text and "encoders.nowhere" in text
 
@@ -192,7 +192,7 @@ def test_encoder_dir_that_is_not_a_saved_component(tmp_path):
     assert f"encoder_dir={tmp_path / 'none'}: no such folder" in message(check_component_dir, tmp_path / "none",
                                                                          "encoder_dir")
     (tmp_path / "half").mkdir()
-    (tmp_path / "half" / "config.yaml").write_text("_target_: encoders.mean_erp.MeanERP\n")
+    (tmp_path / "half" / "config.yaml").write_text("_target_: prosthesis_sim.encoders.mean_erp.MeanERP\n")
     assert "weights.safetensors is missing" in message(check_component_dir, tmp_path / "half", "encoder_dir")
 
 

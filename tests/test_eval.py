@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
-from encoders.mean_erp import MeanERP
+from prosthesis_sim.encoders.mean_erp import MeanERP
 from prosthesis_sim.data.dataset import load_image
 from prosthesis_sim.eval import evaluate_batch
 from prosthesis_sim.eval.batch import choose
@@ -152,7 +152,7 @@ class BoxPhosphene:
 # --- helpers ---------------------------------------------------------------------------------------------
 
 def compose_eval(overrides):
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         return compose("eval", overrides=overrides)
 
 

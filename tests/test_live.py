@@ -69,7 +69,7 @@ def test_display_choices(monkeypatch):
     ("source=browser source.quality=1.5", "source.quality=1.5: expected a number > 0 and <= 1"),
 ])
 def test_bad_live_view_config_values(override, expected):
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("loop", overrides=override.split())
     with pytest.raises(ConfigError) as err:
         validate(cfg, "loop")
@@ -77,7 +77,7 @@ def test_bad_live_view_config_values(override, expected):
 
 
 def test_live_view_configs_are_valid():
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         for overrides in (["loop.display=web"], ["source=browser"], ["loop.display=window"]):
             validate(compose("loop", overrides=overrides), "loop")
 

@@ -13,10 +13,10 @@ from hydra import compose, initialize_config_module
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
-import configs
-from decoders.ridge_pixels import RidgePixels
-from encoders.diffusion import DiffusionEncoder
-from encoders.mean_erp import MeanERP
+from prosthesis_sim import configs
+from prosthesis_sim.decoders.ridge_pixels import RidgePixels
+from prosthesis_sim.encoders.diffusion import DiffusionEncoder
+from prosthesis_sim.encoders.mean_erp import MeanERP
 from prosthesis_sim.checkpoint import fit_cached
 from prosthesis_sim.loop import run_loop
 from prosthesis_sim.pipeline import build_loop, run_configured_loop
@@ -43,7 +43,7 @@ def test_video_source_reads_rgb_frames(video):
 
 
 def compose_loop(synth_root, tmp_path, *overrides):
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         return compose("loop", overrides=[
             f"dataset.root={synth_root}", f"cache_dir={tmp_path / 'cache'}", "train.epochs=2", "loop.display=false",
             "loop.realtime=false", *overrides])
@@ -220,7 +220,7 @@ def test_grabber_drops_oldest_when_consumer_is_slow():
 
 def test_file_sources_are_not_paced_by_default():
     """Real-time pacing drops frames of a file: it is asked for (loop.realtime=true), never the default."""
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         assert compose("loop").loop.realtime is False and compose("demo").loop.realtime is False
     grabber = FrameGrabber(SlowListSource(20, fps=1000.0), queue_size=1).start()
     seen = []
@@ -289,7 +289,7 @@ def test_a_real_encoder_decoder_path_beats_the_floor(small_data):
     20 images cannot show (README, tests)."""
     from scipy.stats import binomtest
 
-    from encoders.ridge import RidgeEncoder
+    from prosthesis_sim.encoders.ridge import RidgeEncoder
     from prosthesis_sim.evaluate import load_test_images
     from prosthesis_sim.features.gabor import GaborFeatures
     from prosthesis_sim.loop import ClosedLoop

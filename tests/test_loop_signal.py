@@ -101,7 +101,7 @@ def test_config_validation_names_the_settings():
 
     from prosthesis_sim.validate import validate
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("loop", overrides=["loop.signal=noise", "loop.repetitions=0"])
     with pytest.raises(ConfigError, match=r"loop.signal='noise': expected one of .*loop.repetitions=0"):
         validate(cfg, "loop")
@@ -116,7 +116,7 @@ def test_psim_loop_with_single_trials_writes_the_signal(synth_root, tmp_path):
     from prosthesis_sim.pipeline import run_configured_loop
 
     def cfg(*overrides, cache="cache"):
-        with initialize_config_module("configs", version_base="1.3"):
+        with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
             return compose("loop", overrides=[
                 f"dataset.root={synth_root}", f"cache_dir={tmp_path / cache}", "loop.display=false",
                 "loop.max_frames=3", "decoder=ridge_pixels", "source.frames_per_photo=1", *overrides])

@@ -25,7 +25,7 @@ def runs(synth_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     for encoder, subject in RUNS:
         out = base / f"{encoder}-s{subject}"
-        with initialize_config_module("configs", version_base="1.3"):
+        with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
             cfg = compose("train", overrides=[f"encoder={encoder}", f"dataset.root={synth_root}",
                                               f"dataset.subject={subject}", f"out={out}", "train.checkpoint_dir=null"])
         train_and_evaluate(cfg, out)
@@ -155,7 +155,7 @@ def test_rebuild_reads_the_cache_and_report_main_composes(built, runs, tmp_path,
     monkeypatch.setattr(report_scoring, "load_component", refuse)
     monkeypatch.setattr(report_scoring, "load_dataset", refuse)
     report_runs._configs.cache_clear()
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("report", overrides=[f"runs=[{runs}]", f"out={tmp_path / 'report'}"])
         assert cfg.seed is None
         path = report_main(cfg)
@@ -170,7 +170,7 @@ def test_rebuild_reads_the_cache_and_report_main_composes(built, runs, tmp_path,
 def _train(out, *overrides):
     from prosthesis_sim.pipeline import train_and_evaluate
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, f"out={out}", "train.checkpoint_dir=null"])
     train_and_evaluate(cfg, out)
     return out
@@ -281,7 +281,7 @@ def test_sampler_sweep_reproduces_the_saved_sampler_and_is_cached(ablation, monk
 def test_saved_configs_are_described_by_their_nearest_option(option, overrides, expected):
     from omegaconf import OmegaConf
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=[f"encoder={option}", *overrides])
     args = report_module.describe_encoder(OmegaConf.to_container(cfg.encoder, resolve=True))
     assert args[0] == expected[0] and sorted(args) == sorted(expected)

@@ -75,7 +75,7 @@ def test_nothing_readable_is_an_error_naming_all_three_kinds(tmp_path):
 def test_a_loop_run_given_directly_and_psim_report_command(loop_runs, tmp_path):
     loops, rest, skipped = split_loop_runs([loop_runs / "a"])
     assert loops == [loop_runs / "a"] and rest == [] and skipped == []
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("report", overrides=[f"runs={loop_runs / 'a'}", f"out={tmp_path / 'report'}"])
     md = report_main(cfg).read_text()
     assert "## Loop runs (psim-loop)" in md and "## Skipped folders" not in md

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from encoders.residual import residual_gain, validation_split
-from encoders.ridge import leave_one_out
+from prosthesis_sim.encoders.residual import residual_gain, validation_split
+from prosthesis_sim.encoders.ridge import leave_one_out
 
 
 def test_leave_one_out_equals_refitting_without_the_image():
@@ -50,7 +50,7 @@ def test_validation_split_holds_out_whole_concepts():
 
 
 def test_a_bad_residual_gain_is_refused():
-    from encoders.diffusion import DiffusionEncoder
+    from prosthesis_sim.encoders.diffusion import DiffusionEncoder
 
     with pytest.raises(ValueError, match="residual_gain='auto' validates"):
         DiffusionEncoder(denoiser=None, features=None, residual_gain="auto")
@@ -66,7 +66,7 @@ def test_auto_gain_is_decided_on_concepts_the_diffusion_did_not_see(small_data, 
     from prosthesis_sim.checkpoint import load_component, save_component
     from prosthesis_sim.evaluate import load_test_images
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=[
             "encoder=dit_residual", "train.checkpoint_dir=null", "encoder.denoiser.hidden=32",
             "encoder.denoiser.depth=1", "encoder.denoiser.heads=2", "encoder.n_samples=4", "train.epochs=4",

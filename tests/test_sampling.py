@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.diffusion import SAMPLERS, DiffusionEncoder
-from encoders.dit import DiT
+from prosthesis_sim.encoders.diffusion import SAMPLERS, DiffusionEncoder
+from prosthesis_sim.encoders.dit import DiT
 from prosthesis_sim.data.dataset import Normalizer
 from prosthesis_sim.protocols import Features
 
@@ -140,7 +140,7 @@ def test_trained_dit_images_do_not_depend_on_their_batch(small_data):
 
     from prosthesis_sim.evaluate import load_test_images
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=[
             "encoder=dit", "train.checkpoint_dir=null", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1",
             "encoder.sampling_steps=4", "encoder.n_samples=2", "train.epochs=1", "train.batch_size=64"])

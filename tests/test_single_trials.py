@@ -110,7 +110,7 @@ def test_psim_train_on_single_trials_scores_their_realism(synth_root, tmp_path):
     from prosthesis_sim.pipeline import train_and_evaluate
     from prosthesis_sim.report.single_trials import single_trial_section
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=[
             f"dataset.root={synth_root}", "dataset.average_train=false", "encoder=dit_residual",
             "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "encoder.trial_steps=10", "train.epochs=30",
@@ -154,7 +154,7 @@ def test_single_trials_need_single_training_trials(small_data, tmp_path):
         def sample_trials(self, images, n_trials, seed=None, paths=None):
             raise AssertionError("not reached")
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=["single_trials.enabled=true", "dataset.average_train=true"])
     with pytest.raises(ValueError, match="dataset.average_train=false"):
         single_trial_realism(cfg, Sampler(), small_data, [], tmp_path)
@@ -206,7 +206,7 @@ def test_spectral_whitening_keeps_a_rank_deficient_montage_in_its_subspace():
 
 
 def test_a_bad_whiten_setting_is_refused():
-    from encoders.diffusion import DiffusionEncoder
+    from prosthesis_sim.encoders.diffusion import DiffusionEncoder
 
     with pytest.raises(ValueError, match="encoder.whiten must be one of"):
         DiffusionEncoder(denoiser=None, features=None, whiten="temporal")
@@ -222,7 +222,7 @@ def test_a_spectrally_whitened_encoder_saves_its_colouring_and_samples_the_same_
     from prosthesis_sim.checkpoint import load_component, save_component
     from prosthesis_sim.evaluate import load_test_images
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=[
             "encoder=dit_residual", "encoder.whiten=spectral", "encoder.prediction_type=v_prediction",
             "train.checkpoint_dir=null", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1",
@@ -256,7 +256,7 @@ def test_one_repetition_per_image_takes_the_noise_around_the_mean_model(tmp_path
                       train_reps=1, test_reps=8, image_size=48, seed=2, progress=False)
     data = load_things_eeg2(root, subject=1, average_train=False)
     assert data.train.shape[1] == 1
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         mean = instantiate(compose("train").single_trials.mean)
     mean.fit(data)
 

@@ -394,7 +394,7 @@ def test_dataset_config_instantiates(synth_meg):
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=["dataset=things_meg", f"dataset.root={synth_meg}"])
     data = instantiate(cfg.dataset)
     assert data.signal_shape == (271, 200) and data.subject == "sub-01"
@@ -416,7 +416,7 @@ def test_diffusion_encoders_train_on_meg(synth_meg, encoder, overrides, tokens):
 
     from prosthesis_sim.data.regions import region_ids
 
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=["dataset=things_meg", f"dataset.root={synth_meg}", f"encoder={encoder}",
                                           "train.checkpoint_dir=null", "train.epochs=2", "train.batch_size=2",
                                           "encoder.sampling_steps=2", "encoder.n_samples=1", *overrides]

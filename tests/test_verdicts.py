@@ -178,7 +178,7 @@ def test_the_shipped_configs_keep_decoders_out_of_the_encoders_space(caplog):
     from prosthesis_sim.eval.circularity import warn_circular
 
     def pairs(*overrides):
-        with initialize_config_module("configs", version_base="1.3"):
+        with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
             cfg = compose("eval", overrides=list(overrides))
         encoders = {k: OmegaConf.to_container(v, resolve=True) for k, v in cfg.encoders.items()}
         decoders = {k: OmegaConf.to_container(v, resolve=True) for k, v in cfg.decoders.items()}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from ..checkpoint import CONFIG, WEIGHTS, atomic_write, fit_cached, load_component, to_container
+from ..checkpoint import CONFIG, WEIGHTS, atomic_write, fit_cached, load_component, read_config, to_container
 from ..features.cache import cache_key
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def load_encoder(cfg, name: str, data, cache: Path):
         except FileNotFoundError as err:
             raise FileNotFoundError(f"encoder_dirs.{name}={dirs[name]}: {err} (give a psim-train output folder "
                                     "or its encoder/ folder)") from err
-        config = OmegaConf.to_container(OmegaConf.load(directory / CONFIG), resolve=False)
+        config = OmegaConf.to_container(read_config(directory / CONFIG), resolve=False)
         return encoder, directory / WEIGHTS, (directory / CONFIG).read_text(), config
     encoder, directory = fit_cached(cfg.encoders[name], data, cache, "encoder")
     config = to_container(cfg.encoders[name])

@@ -13,6 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from ..checkpoint import read_config
+
 
 BASELINE = "mean_erp"
 # training bookkeeping that does not change the model: left out of row labels
@@ -73,7 +75,7 @@ def load_runs(paths: list[Path]) -> list[Run]:
     found = []
     for path in find_runs(paths):
         metrics = json.loads((path / "metrics.json").read_text())
-        saved = OmegaConf.to_container(OmegaConf.load(path / "encoder" / "config.yaml"))
+        saved = OmegaConf.to_container(read_config(path / "encoder" / "config.yaml"))
         overrides = describe_encoder(saved)
         if overrides is None:
             overrides = [f"<no encoder option matches {path / 'encoder' / 'config.yaml'}>"]
@@ -117,7 +119,7 @@ def load_dataset(cfg: dict):
 def _dataset_option(target: str) -> str | None:
     """The configs/dataset option with this loader, when it is not the default (things_eeg2)."""
     for name in _options("dataset"):
-        if OmegaConf.load(resources.files("configs").joinpath("dataset", f"{name}.yaml")).get("_target_") == target:
+        if OmegaConf.load(resources.files("prosthesis_sim.configs").joinpath("dataset", f"{name}.yaml")).get("_target_") == target:
             return None if name == "things_eeg2" else name
     return None
 
@@ -131,12 +133,12 @@ def _compose_train(overrides: list[str]):
     """Compose the psim-train config; inside a Hydra app (psim-report) Hydra is already initialised."""
     if GlobalHydra.instance().is_initialized():
         return compose("train", overrides=overrides)
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         return compose("train", overrides=overrides)
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("configs").joinpath(group).iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in resources.files("prosthesis_sim.configs").joinpath(group).iterdir() if p.name.endswith(".yaml"))
 
 
 @cache

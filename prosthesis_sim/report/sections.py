@@ -161,7 +161,7 @@ def definitions(out: Path) -> list[str]:
 
 def _default_conditioning() -> tuple[str, ...]:
     """The default DiT's conditioning, from its shipped config (the framework never imports a plug-in)."""
-    return tuple(OmegaConf.load(resources.files("configs") / "encoder" / "dit.yaml").denoiser.conditioning)
+    return tuple(OmegaConf.load(resources.files("prosthesis_sim.configs") / "encoder" / "dit.yaml").denoiser.conditioning)
 
 
 def _ablation_variant(config: dict) -> tuple[tuple[str, ...], str] | None:
