@@ -8,13 +8,13 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-fast bench eval report gpu-wheels clean
+.PHONY: install demo test test-fast docs bench eval report gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +31,12 @@ test: $(STAMP)
 # The fast tier for iteration: everything but the tests marked slow (model training, whole apps).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
+
+# The docs site (Sphinx): MyST pages, the API reference from the docstrings, the examples gallery executed
+# (an example that breaks fails the build), warnings as errors -> docs/_build/html/index.html
+docs: $(STAMP)
+	cd docs && ../$(BIN)/python -m sphinx -W --keep-going -E -q -b html . _build/html
+	@echo "docs: docs/_build/html/index.html"
 
 bench: $(STAMP)
 	$(BIN)/python bench/loop_latency.py
@@ -69,4 +75,4 @@ gpu-wheels: $(STAMP)
 	du -sh .whl
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf outputs .pytest_cache docs/_build docs/generated docs/auto_examples examples/psim-examples

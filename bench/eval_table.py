@@ -1,4 +1,4 @@
-"""The README's psim-eval tables, read from `make eval`'s folders (nothing recomputed).
+"""The psim-eval tables of the README and docs/evaluation.md, read from `make eval`'s folders (nothing recomputed).
 
     python bench/eval_table.py [outputs/eval/sub-01 outputs/eval/sub-02 ...] [--json FILE]
 

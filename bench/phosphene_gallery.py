@@ -1,4 +1,4 @@
-"""The same frame through every phosphene model: one figure (the README's gallery).
+"""The same frame through every phosphene model: one figure (docs/phosphenes.md's gallery).
 
 Usage: python bench/phosphene_gallery.py [--out docs/img/phosphene_models.png] [--image astronaut]
 

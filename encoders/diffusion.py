@@ -9,7 +9,7 @@ training state (weights, EMA, optimiser, LR schedule, RNG, data order) is writte
 training runs data-parallel (DDP, ``prosthesis_sim.distributed``): every process takes its slice of
 the same global batch, so the result does not depend on the number of processes. Token arrays over
 ``STREAM_TOKENS_BYTES`` stay memory-mapped and are read per batch. ``prediction_type`` picks what the
-denoiser predicts: the clean signal x0 by default (``sample``, as the configs and the README say:
+denoiser predicts: the clean signal x0 by default (``sample``, as the configs and docs/encoders.md say:
 a patch wider than the hidden width cannot carry white noise), or epsilon (the paper's loss), or v. Sampling: any
 diffusers scheduler made from the training scheduler's config (DDIM by default), with
 ``timestep_spacing="trailing"`` (the first step at t = T-1), built once per encoder and sampler and

@@ -100,11 +100,13 @@ class DiT(nn.Module):
     """eps or x0 = DiT(x_t, t, image tokens, pooled image vector); x_t: (batch, n_channels, n_times).
 
     conditioning: how the image reaches the network (any combination, for the paper's ablation):
-      'cross'  - every block cross-attends to the image tokens (a token sequence; with the encoder's
-                 inputs='pooled' it is the single pooled token, whose attention weight is always 1);
-      'adaln'  - the pooled vector joins the timestep in the adaptive LayerNorm of every block;
-      'add'    - the projected pooled vector is added to every signal patch embedding;
-      'concat' - it is concatenated to every patch embedding, then projected back to the width.
+
+    - ``cross``: every block cross-attends to the image tokens (a token sequence; with the encoder's
+      inputs='pooled' it is the single pooled token, whose attention weight is always 1);
+    - ``adaln``: the pooled vector joins the timestep in the adaptive LayerNorm of every block;
+    - ``add``: the projected pooled vector is added to every signal patch embedding;
+    - ``concat``: it is concatenated to every patch embedding, then projected back to the width.
+
     position: 'learned' (one embedding per channel group) or 'region' (the mean embedding of the
     brain regions of the group's channels, from ``region_ids``); a time-patch embedding is added to both.
     sensor_code: add a per-sensor code, a learned projection of sinusoidal features of each channel's
@@ -174,7 +176,7 @@ class DiT(nn.Module):
         MLP, and zeros where a block must start as the identity: the adaLN modulation (gates 0), every
         cross-attention output projection (so the image enters through learned, not random, paths) and
         the final layer and skip gain (the first prediction is 0). DiT's Xavier-uniform linear layers
-        were tried and learned less here (README, "Regression plus diffusion")."""
+        were tried and learned less here (docs/encoders.md, "Regression plus diffusion")."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.LayerNorm)):
                 module.reset_parameters()

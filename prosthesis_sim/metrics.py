@@ -1,6 +1,7 @@
 """Signal metrics: MSE, Pearson r, identification and the split-half noise ceiling.
 
-Definitions (the paper leaves them open; these are ours and the README repeats them):
+Definitions (the paper leaves them open; these are ours and the docs repeat them):
+
 - All signal metrics are computed on z-scored signals: each channel minus its training mean, divided
   by its training standard deviation (``Normalizer`` fitted on the training split).
 - ``mse``: mean over test images, channels and time points of (generated - measured average)^2.

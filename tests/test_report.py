@@ -139,7 +139,7 @@ def test_across_image_r_maps_and_ceilings(built, metrics):
 
 def test_report_states_definitions_and_commands(built, runs, synth_root):
     _, md = built
-    assert "README.md#metrics" in md and "Pearson r" in md
+    assert "evaluation.md#metrics" in md and "Pearson r" in md
     assert f"psim-train encoder=ridge dataset.root={synth_root} dataset.subject=2 out={runs / 'ridge-s2'}" in md
 
 

@@ -113,7 +113,7 @@ class LiveServer:
             what = "the live view" + (" and the camera of its page" if self.camera else "")
             print(f"WARNING: loop.web.host={self.host}: {what} are open to every machine that can reach this one "
                   f"on port {self.port}, with no password and no encryption; the default 127.0.0.1 with an SSH "
-                  "tunnel is safer (README, The loop: live view)", file=sys.stderr, flush=True)
+                  "tunnel is safer (docs/loop.md, Live view)", file=sys.stderr, flush=True)
         config = uvicorn.Config(self._app(), log_config=None, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)

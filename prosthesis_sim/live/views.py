@@ -32,7 +32,7 @@ def resolve_display(display) -> str:
         if not has_display():
             shown = "true" if display is True else display
             raise PsimError(f"loop.display={shown} but no display is available (DISPLAY is unset, or OpenCV was "
-                            "built without GUI: see the README, The loop, for the GUI build), or use "
+                            "built without GUI: see docs/loop.md for the GUI build), or use "
                             "loop.display=web (a page in your browser) or loop.display=false")
         return "window"
     if display == "web":

@@ -42,23 +42,32 @@ def default_cache_dir() -> Path:
 class Pulse2PerceptModel:
     """A pulse2percept model and implant as a ``PhospheneModel``.
 
-    model: a pulse2percept model instance (rebound to ``implant``), or a callable ``implant -> model``
+    Parameters
+    ----------
+    model
+        A pulse2percept model instance (rebound to ``implant``), or a callable ``implant -> model``
         such as a Hydra ``_partial_: true`` node, e.g. ``partial(ScoreboardModel, rho=200, step=0.1)``.
         Its ``xrange``/``yrange`` are overwritten by ``build()``; its ``step`` sets the percept size.
         Cortical models take the implant's place on cortex as ``implant_position`` (um).
-    implant: a pulse2percept ``Implant`` (e.g. ``ArgusII()``, ``Orion()``). Electrodes that the
+    implant
+        A pulse2percept ``Implant`` (e.g. ``ArgusII()``, ``Orion()``). Electrodes that the
         model's map cannot place (off the modelled cortex) and inactive ones (reference, counter) are
         removed from it by ``build()``.
-    amp_max: current (uA) for a white pixel on current-driven implants. For linear models
+    amp_max
+        Current (uA) for a white pixel on current-driven implants. For linear models
         (scoreboard, axon map) it only sets the units, as percepts are normalised by the all-white one.
-    pulse_train: for models with a time axis (DynaphosModel): ``{freq: Hz, phase_dur: ms,
+    pulse_train
+        For models with a time axis (DynaphosModel): ``{freq: Hz, phase_dur: ms,
         duration: ms}`` of the biphasic train each electrode gets at amplitude ``grey * amp_max``.
         Required for DynaphosModel, unused otherwise.
-    cache_dir: where AxonMapModel keeps its axon pickle; default ``default_cache_dir()``.
-    field_margin_deg: margin (dva) added around the electrode positions to form the field. Default
+    cache_dir
+        Where AxonMapModel keeps its axon pickle; default ``default_cache_dir()``.
+    field_margin_deg
+        Margin (dva) added around the electrode positions to form the field. Default
         None = half the median electrode spacing, so the image cells that drive the electrodes tile
         the field exactly (on a regular grid every electrode sits at the centre of its cell).
-    exclude_electrodes: names never driven by the image (e.g. return electrodes that pulse2percept
+    exclude_electrodes
+        Names never driven by the image (e.g. return electrodes that pulse2percept
         keeps active); removed from the implant by ``build()``, with a log line.
     """
 

@@ -88,15 +88,23 @@ def blend_meridian(kernel: torch.Tensor, x_dva: np.ndarray, width: float) -> tor
 class TorchPhospheneModel:
     """Scoreboard phosphenes as one (n_pixels x n_electrodes) matrix on CPU or CUDA.
 
-    model, implant, amp_max, field_margin_deg, exclude_electrodes: as for ``Pulse2PerceptModel``;
+    Parameters
+    ----------
+    model, implant, amp_max, field_margin_deg, exclude_electrodes
+        As for ``Pulse2PerceptModel``;
         the model must be a pulse2percept scoreboard (retinal or cortical: it supplies rho, the
         map, the placement and the percept grid). ``amp_max`` only sets units: percepts are normalised by the all-white one.
-    device: 'cpu', 'cuda', 'cuda:1' ... ; dtype: float32, float16 or bfloat16 (kernel and percepts).
-    layout: 'auto' (default), 'dense' or 'sparse'. Kernel entries below the model's
+    device
+        'cpu', 'cuda', 'cuda:1' ...
+    dtype
+        float32, float16 or bfloat16 (kernel and percepts).
+    layout
+        'auto' (default), 'dense' or 'sparse'. Kernel entries below the model's
         ``min_current_spread`` (1e-8: pulse2percept skips them too) are zero; 'auto' keeps the
         kernel as a sparse CSR matrix on the CPU in float32 when at most half of it is non-zero
         (a phosphene covers a small part of the field: 2-20 % here), else dense (GPUs, fp16).
-    temporal: None (default: every call independent), or ``{tau_ms, fps}`` for a dynaphos-style
+    temporal
+        None (default: every call independent), or ``{tau_ms, fps}`` for a dynaphos-style
         leaky integrator per electrode (``reset()`` between videos; see temporal.py).
     """
 

@@ -29,7 +29,7 @@ METRICS = {  # metrics.json key -> table title, in the order of the report
 COMPARED = ("mse", "pcc", "pcc_channel", "top1", "top5", "r_across_images", "top1_centered")
 CROSS = ("mse", "pcc")
 RIDGE = "ridge"
-README = Path(__file__).resolve().parents[2] / "README.md"
+METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "evaluation.md"  # in a source tree
 ABLATED = ("denoiser.conditioning", "inputs")  # encoder config keys the conditioning ablation varies
 ABLATION_KEYS = {"mse": "MSE", "pcc": "PCC", "top1": "top-1", "top5": "top-5"}
 SAMPLER_KEYS = ("mse", "pcc", "top1", "top5")
@@ -137,10 +137,10 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def definitions(out: Path) -> list[str]:
-    link = os.path.relpath(README, out) if README.is_file() else "README.md"
+    link = os.path.relpath(METRICS_DOC, out) if METRICS_DOC.is_file() else "docs/evaluation.md"
     return [
         "## Metric definitions", "",
-        f"Exactly as `prosthesis_sim/metrics.py` computes them (details: [README, Metrics]({link}#metrics)).", "",
+        f"Exactly as `prosthesis_sim/metrics.py` computes them (details: [docs, Metrics]({link}#metrics)).", "",
         "- Signals are z-scored per channel with the subject's training mean and standard deviation.",
         "- **MSE**: mean over test images, channels and time points of (generated - measured test average)^2.",
         "- **PCC, flattened**: per test image, Pearson r between the generated and the measured average signal, "
