@@ -102,8 +102,11 @@ def single_trial_realism(cfg, encoder, data, images, out: Path) -> dict | None:
     if not single:
         raise ValueError("single-trial realism needs single training trials (dataset.average_train=false): the "
                          f"training data hold {data.train.shape[1]} repetition per image, an average")
-    mean_encoder = instantiate(spec["mean"])
-    mean_encoder.fit(data)
+    if cfg.get("fit_cache"):  # fitted once per data and config, like the encoder (a rerun resamples, not refits)
+        mean_encoder = fit_cached(spec["mean"], data, cfg.fit_cache, "single_trials_mean")[0]
+    else:
+        mean_encoder = instantiate(spec["mean"])
+        mean_encoder.fit(data)
     kwargs = {"cache_dir": data.cache_dir} if data.cache_dir is not None and takes_cache_dir(encoder) else {}
     metrics, figure = evaluate_single_trials(encoder, mean_encoder, data, images, seed=cfg.seed, kwargs=kwargs)
     result = {"n_trials": int(data.test_repetitions().shape[1]), "mean_model": spec["mean"]["_target_"],

@@ -269,3 +269,41 @@ def test_one_repetition_per_image_takes_the_noise_around_the_mean_model(tmp_path
     spectral = metrics["baseline: mean + cross-spectral noise"]
     assert spectral["log_spectral_distance_db"] < 1.0  # the residual noise has the measured spectra
     assert spectral["two_sample_accuracy"] < metrics["generated"]["two_sample_accuracy"]
+
+
+def test_the_baselines_mean_model_fits_once_through_the_fit_cache(synth_root, tmp_path, monkeypatch):
+    """With fit_cache, the single-trial check's mean model (ridge) is fitted once per data and config; a
+    second run loads it, with the same predictions (issue 20: the check refitted its own ridge every
+    time). The realism measures themselves are tested above; here they are replaced by the mean's output."""
+    from hydra import compose, initialize_config_module
+
+    import prosthesis_sim.pipeline as pipeline
+    from prosthesis_sim.data.things_eeg2 import load_things_eeg2
+    from prosthesis_sim.encoders.ridge import RidgeEncoder
+
+    data = load_things_eeg2(synth_root, subject=1, average_train=False, cache_dir=tmp_path / "features")
+    images = [np.full((32, 32, 3), v, np.uint8) for v in (40, 200)]
+
+    class Sampler:
+        def generate(self, images, seed=None, paths=None):
+            raise AssertionError("not reached: the measures are replaced")
+
+        def sample_trials(self, images, n_trials, seed=None, paths=None):
+            raise AssertionError("not reached: the measures are replaced")
+
+    fits, means = [], []
+    original = RidgeEncoder.fit
+    monkeypatch.setattr(RidgeEncoder, "fit", lambda self, d: (fits.append(1), original(self, d))[1])
+    monkeypatch.setattr(pipeline, "evaluate_single_trials",
+                        lambda enc, mean, d, imgs, seed, kwargs: (means.append(mean.generate(imgs, seed=0)) or {}, {}))
+    monkeypatch.setattr(pipeline, "save_figure_data", lambda path, figure: None)
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
+        cfg = compose("train", overrides=["single_trials.enabled=true", "dataset.average_train=false",
+                                          f"fit_cache={tmp_path / 'cache'}"])
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        pipeline.single_trial_realism(cfg, Sampler(), data, images, tmp_path / run)
+    assert len(fits) == 1
+    assert len(list((tmp_path / "cache").glob("single_trials_mean-*"))) == 1
+    np.testing.assert_allclose(means[0], means[1], atol=1e-6)
+    assert np.abs(means[0][0] - means[0][1]).max() > 0  # a fitted model: two images, two responses
