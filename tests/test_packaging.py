@@ -31,8 +31,9 @@ def readme_block() -> str:
 def test_pyproject_lists_every_package_folder():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     found = set()
-    for init in ROOT.glob("*/**/__init__.py"):
-        parts = init.parent.relative_to(ROOT).parts
+    folders = {p.parent for p in ROOT.glob("*/**/__init__.py")} | {p.parent for p in (ROOT / "configs").rglob("*.yaml")}
+    for folder in folders:
+        parts = folder.relative_to(ROOT).parts
         if parts[0] in MAPPED:
             found.add(".".join((MAPPED[parts[0]], *parts[1:])))
         elif parts[0] == "prosthesis_sim":
