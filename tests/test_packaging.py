@@ -132,3 +132,22 @@ def test_readme_python_block_runs_from_the_installed_wheel(wheel_env, tmp_path):
     assert set(scores) == {f"{p}_{k}" for p in ("path", "floor", "ceiling") for k in ("ssim", "pearson")}
     assert scores["ceiling_pearson"] > scores["floor_pearson"]
     assert (tmp_path / "psim-small" / "sub-01").is_dir()  # written where the notebook runs, nowhere else
+
+
+def test_declared_lower_bounds_are_the_tested_ones():
+    """pyproject.toml's lower bounds are the pins .ci/test-lower-bounds installs (and ran the suite with),
+    so a raised or lowered bound cannot drift from what was tested."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {}
+    for spec in project["dependencies"] + project["optional-dependencies"]["test"]:
+        name, lower = re.match(r"([A-Za-z0-9_.\-]+)>=([\w.]+)", spec).groups()
+        declared[name.lower()] = lower
+    pins = {}
+    for line in (ROOT / ".ci" / "lower-bounds.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    assert set(pins) == set(declared)
+    norm = lambda v: tuple(int(x) for x in v.split(".")) + (0,) * (4 - len(v.split(".")))  # noqa: E731
+    assert {n: norm(v) for n, v in declared.items()} == {n: norm(v) for n, v in pins.items()}
