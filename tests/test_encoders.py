@@ -58,18 +58,16 @@ def test_ridge_beats_mean_erp(small_data, images, floor):
 
 @pytest.fixture(scope="module")
 def trained_dit(small_data, tmp_path_factory):
-    cfg = make("dit", "train.epochs=300", "train.batch_size=32")
+    """The full-size ``dit`` config (63 x 250), trained briefly: for the mechanics below (fit cache, round
+    trip, seeds, samplers). That it learns is tests/test_learning.py's (a permutation test per model)."""
+    cfg = make("dit", "train.epochs=20", "train.batch_size=32")
     enc, directory = fit_cached(cfg, small_data, tmp_path_factory.mktemp("cache"), "dit")
     return cfg, enc, directory
 
 
-def test_dit_learns_image_specific_signals(small_data, images, floor, trained_dit):
+def test_dit_training_lowers_its_loss(trained_dit):
     _, enc, _ = trained_dit
-    metrics = evaluate_encoder(enc, small_data, images)
-    assert enc.history[-1] < 0.7 * enc.history[0]  # the denoising loss went down
-    # 4 of the 20 images first and 10 in the first five: each alone happens by chance (p = 0.016 and 0.014),
-    # both together with p = 0.002 (ranks uniform and independent, 2e6 draws); this DiT reaches 4 (not 6) first
-    assert metrics["top1"] >= 4 / 20 and metrics["top5"] >= 10 / 20, metrics
+    assert len(enc.history) == 20 * 4 and enc.history[-1] < 0.8 * enc.history[0]  # a loss per step: 120 images / 32
 
 
 def test_dit_checkpoint_round_trip(small_data, images, trained_dit, tmp_path):

@@ -143,6 +143,20 @@ def test_dit_paper_learns_image_specific_responses(view, floor_specificity):
     assert_learned(enc, view, floor_specificity)
 
 
+def test_dit_default_learns_image_specific_responses(view, floor_specificity):
+    """The ``dit`` config (the DiT alone: x0 prediction, cross-attention and adaLN conditioning), narrow
+    (hidden 32, depth 1, 2 heads), 600 optimiser steps, 10 sampling steps; the same permutation test.
+    (tests/test_encoders.py keeps the full-size DiT for its mechanics: cache round trip, samplers.)
+    Measured: r = 0.53 (99.9th percentile of shuffled pairings 0.26, p = 1/2001); after one epoch
+    r = 0.05, p = 0.13."""
+    cfg = make("dit", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1", "encoder.denoiser.heads=2",
+               "encoder.sampling_steps=10", "train.epochs=150", "train.batch_size=32", "train.lr=3e-3")
+    enc = instantiate(cfg)
+    enc.fit(view)
+    assert enc.history[-1] < 0.7 * enc.history[0]
+    assert_learned(enc, view, floor_specificity)
+
+
 # --- 3. regression plus diffusion on a planted non-linear residual ----------------------------------
 
 class Latents:
