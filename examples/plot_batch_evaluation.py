@@ -11,10 +11,10 @@ encoder), the *measured* signals (what a real decoder would read), and, on synth
 """
 
 # %%
-# Evaluate two encoders with two decoders
-# ---------------------------------------
-# ``select`` picks a subset of the configured rows (the default also trains the diffusion encoder,
-# which takes longer); any ``psim-eval`` override works here.
+# Evaluate two encoders with one decoder
+# --------------------------------------
+# ``select`` picks a subset of the configured rows (the default also trains the diffusion encoder and
+# the retrieval and embedding decoders, which takes minutes); any ``psim-eval`` override works here.
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -22,7 +22,7 @@ import prosthesis_sim as psim
 
 root = psim.synthesize("psim-examples/data", n_subjects=1, n_train_concepts=30, images_per_concept=4,
                        n_test=20, train_reps=2, test_reps=8, image_size=96)
-result = psim.batch_evaluate(root, ["select.encoders=[mean_erp,ridge]", "select.decoders=[ridge_pixels,retrieval]",
+result = psim.batch_evaluate(root, ["select.encoders=[mean_erp,ridge]", "select.decoders=[ridge_pixels]",
                                     "cache_dir=psim-examples/cache", "bootstrap.n_resamples=1000"],
                              out="psim-examples/eval")
 
