@@ -62,7 +62,7 @@ def test_killed_training_resumes_to_the_same_weights(synth_root, tmp_path):
     import time
 
     args = ["encoder=dit", f"dataset.root={synth_root}", "encoder.denoiser.hidden=32", "encoder.denoiser.depth=1",
-            "encoder.n_samples=1", "encoder.sampling_steps=2", "train.epochs=40", "train.batch_size=16",
+            "encoder.n_samples=1", "encoder.sampling_steps=2", "train.epochs=10", "train.batch_size=16",
             "train.checkpoint_every=20"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     run(["psim-train", *args, f"out={tmp_path / 'whole'}"], cwd=tmp_path)
@@ -79,7 +79,7 @@ def test_killed_training_resumes_to_the_same_weights(synth_root, tmp_path):
     import torch
 
     step = torch.load(state, weights_only=False)["step"]
-    assert 0 < step < 320
+    assert 0 < step < 80  # 10 epochs of 120 images / 16
     stdout = run(["psim-train", *args, f"out={tmp_path / 'killed'}"], cwd=tmp_path)
     whole, resumed = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
     assert whole.keys() == resumed.keys()
