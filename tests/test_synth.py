@@ -247,7 +247,7 @@ def test_completion_is_recorded_last(tmp_path):
 # Version 1 of the generator had no retinotopic sources; retinotopy=False leaves them out. Checked by what
 # that changes (statistics of the two datasets, same arguments), not by a stored fingerprint of the arrays,
 # which moves with numpy and BLAS versions.
-V1_ARGS = dict(n_subjects=1, n_train_concepts=3, images_per_concept=2, n_test=3, train_reps=2, test_reps=2,
+V1_ARGS = dict(n_subjects=1, n_train_concepts=3, images_per_concept=2, n_test=3, train_reps=32, test_reps=2,
                image_size=48, seed=3, progress=False)
 EARLY_S = (0.05, 0.2)  # C1, P1 and N1 (docs/synthetic-data.md)
 
@@ -306,7 +306,7 @@ def test_field_activations_follow_where_the_contrast_is():
 
 @pytest.mark.slow
 def test_retinotopic_early_window_carries_the_layout(tmp_path):
-    """With many repetitions (48: the layout signal is weak, as in real EEG), a linear read-out of the
+    """With many repetitions (24: the layout signal is weak, as in real EEG), a linear read-out of the
     60-140 ms window predicts where in the field the images have contrast and luminance (beyond each
     image's average) better with the retinotopic sources than without (same images and noise streams)."""
     from sklearn.linear_model import RidgeCV
@@ -316,7 +316,7 @@ def test_retinotopic_early_window_carries_the_layout(tmp_path):
     from prosthesis_sim.data.things_eeg2 import load_things_eeg2
     from prosthesis_sim.data.synth.retinotopy import field_activations
 
-    args = dict(n_subjects=1, n_train_concepts=40, images_per_concept=4, n_test=4, train_reps=48, test_reps=2,
+    args = dict(n_subjects=1, n_train_concepts=40, images_per_concept=4, n_test=4, train_reps=24, test_reps=2,
                 image_size=64, seed=1, progress=False)
     scores = {}
     for on in (True, False):
@@ -327,7 +327,7 @@ def test_retinotopic_early_window_carries_the_layout(tmp_path):
         y = (act - act.mean(axis=1, keepdims=True)).reshape(len(imgs), -1)  # where, beyond the image's average
         pred = cross_val_predict(RidgeCV(alphas=np.logspace(0, 6, 13)), x, y, cv=5)
         scores[on] = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(pred.T, y.T) if b.std() > 0])
-    assert scores[True] > scores[False] + 0.05, scores
+    assert scores[True] > scores[False] + 0.05, scores  # measured: 0.198 with the sources, 0.115 without
 
 
 @pytest.mark.parametrize("modality", ["eeg", "meg"])
