@@ -342,3 +342,19 @@ def test_every_retinotopic_source_is_seen_by_the_sensors(modality):
         a, b = rec.forward(pos, ori), rec.forward(pos * (1 + 1e-9), ori)
         r = [np.corrcoef(x, y)[0, 1] for x, y in zip(a.T, b.T)]
         assert min(r) > 0.999, (name, min(r))
+
+
+def test_first_test_split_keeps_the_test_set_across_training_sizes(tmp_path):
+    """test_split="first": datasets that differ in n_train_concepts share test concepts, trials and truth
+    (learning curves), and the smaller training set is a subset; the default split does not promise that."""
+    args = dict(n_subjects=1, images_per_concept=2, n_test=4, train_reps=2, test_reps=2, image_size=32, seed=3,
+                progress=False, test_split="first")
+    small, large = (synthesize(tmp_path / str(n), n_train_concepts=n, **args) for n in (3, 6))
+    read = lambda root, name: (root / "sub-01" / name).read_bytes()  # noqa: E731
+    for name in ("preprocessed_eeg_test.npy", "synthetic_truth_test.npy"):
+        assert read(small, name) == read(large, name)
+    record = {n: json.loads((root / "synth.json").read_text()) for n, root in (("s", small), ("l", large))}
+    names = {n: {c["name"] for c in r["train_concepts"]} for n, r in record.items()}
+    assert names["s"] < names["l"] and record["s"]["args"]["test_split"] == "first"
+    with pytest.raises(ValueError, match="test_split"):
+        synthesize(tmp_path / "bad", n_train_concepts=2, **{**args, "test_split": "last"})

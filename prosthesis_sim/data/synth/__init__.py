@@ -45,6 +45,7 @@ def synthesize(
     modality="eeg",
     retinotopy=True,
     retinotopy_gain=1.0,
+    test_split="random",
 ) -> Path:
     """Write a THINGS-EEG2-format (modality="eeg", NICE preprocessing) or THINGS-MEG-format
     (modality="meg", ATM-style pickles) dataset to `out` and return `out` as a Path.
@@ -56,25 +57,36 @@ def synthesize(
     arguments: the images and every finished subject are kept (``synth.json``'s ``done``), the rest is
     made. ``retinotopy=False`` leaves out the retinotopic sources and
     reproduces the version-1 dataset; ``retinotopy_gain`` scales their published strengths (a
-    sensitivity knob: 1 is the calibrated brain).
+    sensitivity knob: 1 is the calibrated brain). ``test_split="first"``: the first ``n_test`` concepts of
+    the seed's concept stream are the test concepts and the next ``n_train_concepts`` the training ones
+    (the stream does not depend on its length), so datasets that differ only in ``n_train_concepts``
+    share their test images, trials and truth, and a smaller training set is a subset of a larger one
+    (learning curves, bench/learning_curve.py); ``"random"`` (default) splits by a seeded permutation.
     """
     if min(n_subjects, n_train_concepts, images_per_concept, n_test, train_reps, test_reps) < 1 or image_size < 32:
         raise ValueError("synthesize: every count must be >= 1 and image_size >= 32")
     if retinotopy_gain < 0:
         raise ValueError(f"synthesize: retinotopy_gain must be >= 0, got {retinotopy_gain}")
+    if test_split not in ("random", "first"):
+        raise ValueError(f"synthesize: test_split must be 'random' or 'first', got {test_split!r}")
     if modality not in RECORDINGS:
         raise ValueError(f"synthesize: modality must be one of {sorted(RECORDINGS)}, got {modality!r}")
     args = dict(out=str(out), n_subjects=n_subjects, n_train_concepts=n_train_concepts,
                 images_per_concept=images_per_concept, n_test=n_test, train_reps=train_reps,
                 test_reps=test_reps, image_size=image_size, seed=seed, progress=progress,
                 retinotopy=bool(retinotopy), retinotopy_gain=float(retinotopy_gain))
+    if test_split != "random":  # recorded only when set, so datasets written before the option still match
+        args["test_split"] = test_split
     out = Path(out)
     resumed = _resumable(out, args, modality)
     if resumed is None:
         _prepare_out(out)
 
     concepts = _sample_concepts(_rng(seed, "concepts"), n_train_concepts + n_test)
-    order = _rng(seed, "split").permutation(len(concepts))
+    if test_split == "first":
+        order = np.r_[np.arange(n_test, len(concepts)), np.arange(n_test)]
+    else:
+        order = _rng(seed, "split").permutation(len(concepts))
     train = sorted((concepts[i] for i in order[:n_train_concepts]), key=lambda c: c["name"])
     test = sorted((concepts[i] for i in order[n_train_concepts:]), key=lambda c: c["name"])
     record = {"generator": "prosthesis_sim.data.synth", "version": VERSION if retinotopy else 1, "modality": modality, "args": args,

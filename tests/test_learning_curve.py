@@ -1,0 +1,81 @@
+"""bench/learning_curve.py on two tiny training sizes: the floor is the floor, ridge learns, the test set is fixed."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_learning_curve", ROOT / "bench" / "learning_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+lc = load_bench()
+N_TEST = 24
+
+
+def test_learning_curve_tiny(tmp_path):
+    out = tmp_path / "json"
+    argv = ["--concepts", "12", "24", "--images-per-concept", "4", "--n-test", str(N_TEST), "--train-reps", "2",
+            "--test-reps", "2", "--image-size", "32", "--rows", "mean_erp", "ridge", "kernel_ridge", "dit_trials",
+            "--out", str(tmp_path / "data"), "--n-resamples", "500", "--json", str(out)]
+    assert lc.main(argv) == 0
+    result = json.loads(out.read_text())
+    sizes = result["sizes"]
+    assert [s["n_train_concepts"] for s in sizes] == [12, 24]
+    assert [s["n_train_images"] for s in sizes] == [48, 96]
+    # the same test images (and truth) at both sizes: the split is fixed, not a permutation of n_train + n_test
+    assert result["fixed_test_set"] and len({s["truth_sha1"] for s in sizes}) == 1
+    chance = 1 / N_TEST
+    for size in sizes:
+        assert size["chance_top1"] == chance
+        assert "dit_trials" in size["not_run"] and "dit_trials" not in size["rows"]
+        rows = size["rows"]
+        assert list(rows) == ["mean_erp", "ridge", "kernel_ridge"]
+        for name, row in rows.items():
+            for key, _ in lc.METRICS:
+                value, (lo, hi) = row[key]["value"], row[key]["ci"]
+                assert all(map(math.isfinite, (value, lo, hi))) and lo <= hi, (name, key, row[key])
+            assert row["fit_s"] >= 0 and row["generate_s"] >= 0
+        floor = rows["mean_erp"]
+        # the image-independent floor: R^2 <= 0 (minus its distance from the truth's mean), r exactly 0 and
+        # top-1 exactly at chance, with zero-width intervals (every candidate ties)
+        assert floor["r2"]["value"] <= 1e-9 and floor["r2"]["ci"][1] <= 1e-9
+        assert floor["pearson"]["value"] == 0 and floor["pearson"]["ci"] == [0, 0]
+        assert np.allclose([floor["top1"]["value"], *floor["top1"]["ci"]], chance, rtol=1e-12, atol=0)
+        # ridge beats it by a margin, resolved by the paired interval (mean_erp - ridge < 0)
+        assert rows["ridge"]["r2"]["value"] > floor["r2"]["value"] + 0.05
+        assert rows["ridge"]["pearson"]["value"] > 0.05
+        assert floor["vs_ridge"]["pearson"]["resolved"] and floor["vs_ridge"]["pearson"]["ci"][1] < 0
+        assert floor["vs_ridge"]["r2"]["ci"][1] < 0
+        krr = rows["kernel_ridge"]
+        assert krr["alpha"] in lc.KRR_ALPHAS and krr["gamma_factor"] in lc.KRR_GAMMA_FACTORS
+        assert krr["cv_images"] == size["n_train_images"] and "vs_ridge" in krr
+        assert krr["pearson"]["value"] > 0.05
+    big = sizes[-1]["rows"]
+    assert big["ridge"]["top1"]["value"] > 3 * chance
+    # more training concepts: ridge explains more of the truth
+    assert big["ridge"]["r2"]["value"] > sizes[0]["rows"]["ridge"]["r2"]["value"]
+
+
+def test_metrics_on_known_signals():
+    """R^2, r and top-1 of the truth itself, of a constant and of the truth plus an offset."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(30, 3, 8))
+    weights = lc._resample_weights(30, 200, 0)
+    perfect = lc.metric_samples(truth, truth, weights)["value"]
+    assert np.isclose(perfect["r2"], 1) and np.isclose(perfect["pearson"], 1) and perfect["top1"] == 1
+    mean = lc.metric_samples(np.repeat(truth.mean(0, keepdims=True), 30, axis=0), truth, weights)["value"]
+    assert np.isclose(mean["r2"], 0) and mean["pearson"] == 0 and np.isclose(mean["top1"], 1 / 30)
+    shifted = lc.metric_samples(truth + 1.0, truth, weights)["value"]  # r ignores the offset, R^2 does not
+    assert np.isclose(shifted["pearson"], 1) and shifted["r2"] < 0
