@@ -26,3 +26,14 @@ def small_data(synth_root):
     from prosthesis_sim.data.things_eeg2 import load_things_eeg2
 
     return load_things_eeg2(synth_root, subject=1)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Modules with the most slow tests first: make test's workers take whole modules (xdist loadfile) in
+    this order, so the long ones start early and the workers finish together instead of one running the
+    last long module alone. Within a module the order is unchanged."""
+    slow = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    rank = {path: i for i, path in enumerate(sorted(slow, key=lambda p: (-slow[p], str(p))))}
+    items.sort(key=lambda item: rank[item.path])  # stable: each module's own order is kept
