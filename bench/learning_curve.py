@@ -3,6 +3,7 @@
     python bench/learning_curve.py [--concepts 50 400 1654] [--rows mean_erp ridge kernel_ridge dit_residual]
         [--out outputs/learning_curve] [--images-per-concept 8] [--n-test 200] [--seed 0]
         [--dit-steps 1500] [--json FILE] [--figure FILE.png]
+    python bench/learning_curve.py --merge RUN1.json RUN2.json [--json FILE] [--figure FILE.png]
 
 For each training size a synthetic THINGS-EEG2 set (one subject) is synthesized under ``--out`` (a
 folder keyed by every argument that changes it, reused when complete), the rows are fitted on it and
@@ -93,11 +94,6 @@ def make_dataset(out: Path, n_concepts: int, settings: dict) -> tuple[Path, floa
 
 # ----------------------------------------------------------------------------------- kernel ridge
 
-def _rbf(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
-    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
-    return np.exp(-gamma * np.maximum(d, 0.0))
-
-
 class KernelRidgeEncoder:
     """RBF kernel ridge from the standardised Gabor design matrix (ridge's: pooled + tokens) to the
     z-scored training averages (every channel x time point), one (alpha, gamma) for all outputs chosen
@@ -117,6 +113,7 @@ class KernelRidgeEncoder:
 
     def fit(self, data) -> None:
         from scipy.linalg import eigh
+        from sklearn.metrics.pairwise import euclidean_distances, rbf_kernel
         from sklearn.model_selection import GroupKFold
 
         from prosthesis_sim.features.cache import cached_features
@@ -142,16 +139,15 @@ class KernelRidgeEncoder:
         lam, u = np.linalg.eigh(gram)
         keep = lam > lam.max() * 1e-10
         yr = u[:, keep] * np.sqrt(lam[keep])
-        sq = (xs * xs).sum(1)
-        median = float(np.median(np.maximum(sq[:, None] + sq[None] - 2 * xs @ xs.T, 0)[np.triu_indices(len(xs), 1)]))
+        median = float(np.median(euclidean_distances(xs, squared=True)[np.triu_indices(len(xs), 1)]))
         errors = np.zeros((len(self.gamma_factors), len(self.alphas)))
         for fit_rows, val_rows in GroupKFold(n_splits=self.folds).split(xs, groups=gs):
             y_fit = yr[fit_rows]
             mean = y_fit.mean(0)
             for gi, factor in enumerate(self.gamma_factors):
                 gamma = factor / median
-                k_ff = _rbf(xs[fit_rows], xs[fit_rows], gamma)
-                k_vf = _rbf(xs[val_rows], xs[fit_rows], gamma)
+                k_ff = rbf_kernel(xs[fit_rows], gamma=gamma)
+                k_vf = rbf_kernel(xs[val_rows], xs[fit_rows], gamma=gamma)
                 ev, vecs = eigh(k_ff)
                 b = k_vf @ vecs
                 z = vecs.T @ (y_fit - mean)
@@ -169,17 +165,18 @@ class KernelRidgeEncoder:
         self.y_centred = (y - self.y_mean).astype(np.float32)
         from scipy.linalg import cho_factor
 
-        k = _rbf(x, x, self.gamma)
+        k = rbf_kernel(x, x, gamma=self.gamma)
         k[np.diag_indices_from(k)] += self.alpha
         self.chol = cho_factor(k, lower=True, overwrite_a=True)
 
     def generate(self, images, seed=None, paths=None, cache_dir=None) -> np.ndarray:
         from scipy.linalg import cho_solve
+        from sklearn.metrics.pairwise import rbf_kernel
 
         from prosthesis_sim.features.cache import features_for_images
 
         x = self._design(features_for_images(self.features, images, paths=paths, cache_dir=cache_dir))
-        k_tx = _rbf((x - self.x_mean) / self.x_std, self.x_train, self.gamma)
+        k_tx = rbf_kernel((x - self.x_mean) / self.x_std, self.x_train, gamma=self.gamma)
         coef = cho_solve(self.chol, k_tx.T)  # (n_train, n): K^-1 k(x), then its combination of training rows
         z = self.y_mean + (coef.T.astype(np.float32) @ self.y_centred)
         return self.norm.inverse(z.reshape(len(x), *self.shape).astype(np.float32))
@@ -453,7 +450,22 @@ def main(argv=None) -> int:
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--figure", type=Path)
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="fit nothing: join the sizes of earlier --json runs (e.g. sizes run in parallel) "
+                        "into one table, --json and --figure")
     args = parser.parse_args(argv)
+    if args.merge:
+        runs = [json.loads(path.read_text()) for path in args.merge]
+        sizes = sorted((s for r in runs for s in r["sizes"]), key=lambda s: s["n_train_concepts"])
+        result = {**runs[0], "sizes": sizes, "rows": list(dict.fromkeys(n for r in runs for n in r["rows"])),
+                  "fixed_test_set": len({s["truth_sha1"] for s in sizes}) == 1,
+                  "wall_s": sum(r.get("wall_s", 0.0) for r in runs)}
+        print_table(result)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1, default=float))
+        if args.figure:
+            figure(result, args.figure)
+        return 0
     began = time.perf_counter()
     result = learning_curve(args.concepts, args.rows, args.out, args.images_per_concept, args.n_test, args.train_reps,
                             args.test_reps, args.image_size, args.seed, args.test_set, args.dit_steps,
