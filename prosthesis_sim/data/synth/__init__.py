@@ -19,16 +19,26 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .brain import N1_PEAK, _Brain
+from .brain import EARLY, LATE, N1_PEAK, SOURCE_WIDTH, _Brain
 from .common import _rng
 from .images import _sample_concepts, _write_images
 from .recording import RECORDINGS
 from .retinotopy import RetinotopicSources, calibrate
+from .semantics import CategorySources, SemanticBrain
 from .subject import _Subject
 from .trials import _simulate_split
 
-VERSION = 2  # 2: retinotopic sources (retinotopy=False reproduces version 1 exactly)
+VERSION = 3  # 2: retinotopic sources (retinotopy=False: version 1); 3: semantics, adaptation, state (all 0: version 2)
+STRUCTURE = ("semantic", "adaptation", "state_gain")  # version 3's knobs, recorded only when set
 from ..dataset import COMPONENTS_FILE, TRUTH_FILE  # each test image's noise-free expected response, by component
+TRIALS_FILE = "synthetic_trials_{split}.npz"  # with adaptation or state_gain: each trial's preceding image and alpha state
+
+
+def version_for(args: dict) -> int:
+    """The generator version that data written with ``args`` carries: the oldest that wrote the same."""
+    if any(args.get(k, 0) for k in STRUCTURE):
+        return 3
+    return 2 if args.get("retinotopy", True) else 1
 
 
 def synthesize(
@@ -46,6 +56,9 @@ def synthesize(
     retinotopy=True,
     retinotopy_gain=1.0,
     test_split="random",
+    semantic=0.0,
+    adaptation=0.0,
+    state_gain=0.0,
 ) -> Path:
     """Write a THINGS-EEG2-format (modality="eeg", NICE preprocessing) or THINGS-MEG-format
     (modality="meg", ATM-style pickles) dataset to `out` and return `out` as a Path.
@@ -62,11 +75,21 @@ def synthesize(
     (the stream does not depend on its length), so datasets that differ only in ``n_train_concepts``
     share their test images, trials and truth, and a smaller training set is a subset of a larger one
     (learning curves, bench/learning_curve.py); ``"random"`` (default) splits by a seeded permutation.
+
+    Version 3's structure (docs/synthetic-data.md; all 0, the default, writes version 2's data):
+    ``semantic`` scales the semantic latent and the category-selective components (``semantics``; 1 is
+    the published strength); ``adaptation`` (EEG RSVP only, in [0, 1)) is the repetition suppression of
+    a response right after an identical image; ``state_gain`` how much a trial's alpha state lowers its
+    evoked response (``trials._trials``). With either of the last two, ``sub-XX/synthetic_trials_*.npz``
+    holds each trial's preceding image and alpha state.
     """
     if min(n_subjects, n_train_concepts, images_per_concept, n_test, train_reps, test_reps) < 1 or image_size < 32:
         raise ValueError("synthesize: every count must be >= 1 and image_size >= 32")
     if retinotopy_gain < 0:
         raise ValueError(f"synthesize: retinotopy_gain must be >= 0, got {retinotopy_gain}")
+    if min(semantic, state_gain) < 0 or not 0 <= adaptation < 1:
+        raise ValueError(f"synthesize: semantic and state_gain must be >= 0 and adaptation in [0, 1), got "
+                         f"{semantic}, {state_gain}, {adaptation}")
     if test_split not in ("random", "first"):
         raise ValueError(f"synthesize: test_split must be 'random' or 'first', got {test_split!r}")
     if modality not in RECORDINGS:
@@ -77,6 +100,9 @@ def synthesize(
                 retinotopy=bool(retinotopy), retinotopy_gain=float(retinotopy_gain))
     if test_split != "random":  # recorded only when set, so datasets written before the option still match
         args["test_split"] = test_split
+    for key, value in zip(STRUCTURE, (semantic, adaptation, state_gain)):
+        if value:  # likewise: version-2 datasets keep matching their arguments
+            args[key] = float(value)
     out = Path(out)
     resumed = _resumable(out, args, modality)
     if resumed is None:
@@ -89,7 +115,7 @@ def synthesize(
         order = _rng(seed, "split").permutation(len(concepts))
     train = sorted((concepts[i] for i in order[:n_train_concepts]), key=lambda c: c["name"])
     test = sorted((concepts[i] for i in order[n_train_concepts:]), key=lambda c: c["name"])
-    record = {"generator": "prosthesis_sim.data.synth", "version": VERSION if retinotopy else 1, "modality": modality, "args": args,
+    record = {"generator": "prosthesis_sim.data.synth", "version": version_for(args), "modality": modality, "args": args,
               "complete": False, "train_concepts": train, "test_concepts": test,
               "done": (resumed or {}).get("done", {"images": False, "subjects": []})}
     _write_record(out, record)  # marks the folder as ours from the start
@@ -114,8 +140,24 @@ def synthesize(
     brain = _Brain(seed, image_size)
     rec = RECORDINGS[modality]()
     test_parts, _ = brain.drive_parts(*test_desc)  # the test drives by component, for the per-component truth
-    splits = (("training", brain.drives(*train_desc), train_reps, images_per_concept, train_fields),
-              ("test", brain.drives(*test_desc), test_reps, 1, test_fields))
+    train_names = [c["name"] for c in train for _ in range(images_per_concept)]
+    test_names = [c["name"] for c in test]
+    train_drives, test_drives = brain.drives(*train_desc), brain.drives(*test_desc)
+    attrs = {"training": None, "test": None}
+    if semantic:  # the semantic latent adds to the late sources' drive; the attributes drive the category sources
+        sem = SemanticBrain(seed, len(LATE))
+
+        def semantic_part(names):
+            part = np.zeros((len(names), len(EARLY) + len(LATE)), np.float32)
+            part[:, len(EARLY):] = semantic * sem.late_drive(names)
+            return part
+
+        test_parts["semantic"] = semantic_part(test_names)
+        train_drives = (train_drives[0] + semantic_part(train_names), train_drives[1])
+        test_drives = (test_drives[0] + test_parts["semantic"], test_drives[1])
+        attrs = {"training": semantic * sem.attributes(train_names), "test": semantic * sem.attributes(test_names)}
+    splits = (("training", train_drives, train_reps, images_per_concept, train_fields),
+              ("test", test_drives, test_reps, 1, test_fields))
     n_images = sum(len(drives) for _, (drives, _), *_ in splits)
     scale = None
     if retinotopy:  # strengths from the population template, so each subject's anatomy varies around them
@@ -128,17 +170,25 @@ def synthesize(
             if retinotopy:
                 subject.retino = RetinotopicSources.build(
                     rec.forward, rec.posterior, rec.scalp_radius, _rng(seed, "retinotopy", s)).scaled(scale)
+            if semantic:
+                subject.category = CategorySources.sample(_rng(seed, "category", s), rec, N1_PEAK,
+                                                          SOURCE_WIDTH["late"])
             if s not in todo:  # written by an earlier, interrupted run (each subject's rng is its own)
                 continue
             for split, (drives, lags), reps, per_concept, fields in splits:
-                data = _simulate_split(seed, s, split, subject, drives, lags, reps, bar,
-                                       fields if retinotopy else None, truth=split == "test",
-                                       parts=test_parts if split == "test" else None)
+                result = _simulate_split(seed, s, split, subject, drives, lags, reps, bar,
+                                         fields if retinotopy else None, truth=split == "test",
+                                         parts=test_parts if split == "test" else None, attrs=attrs[split],
+                                         adaptation=adaptation if modality == "eeg" else 0.0, state_gain=state_gain)
+                data, *rest = result if isinstance(result, tuple) else (result,)
+                folder = out / f"sub-{s + 1:02d}"
                 if split == "test":
-                    data, truth, components = data
-                    atomic_save_npy(out / f"sub-{s + 1:02d}" / TRUTH_FILE, truth)
-                    atomic_save_npz(out / f"sub-{s + 1:02d}" / COMPONENTS_FILE, components)
-                rec.write(out / f"sub-{s + 1:02d}", split, data, per_concept)
+                    truth, components, *rest = rest
+                    atomic_save_npy(folder / TRUTH_FILE, truth)
+                    atomic_save_npz(folder / COMPONENTS_FILE, components)
+                if rest:  # the trials' context
+                    atomic_save_npz(folder / TRIALS_FILE.format(split=split), rest[0], keep_dtype=True)
+                rec.write(folder, split, data, per_concept)
                 del data
             record["done"]["subjects"].append(s + 1)
             _write_record(out, record)
@@ -168,7 +218,7 @@ def _resumable(out: Path, args: dict, modality: str) -> dict | None:
     same = {k: v for k, v in record.get("args", {}).items() if k != "progress"} == \
         {k: v for k, v in args.items() if k != "progress"}
     if record.get("complete") or not same or record.get("modality") != modality or "done" not in record \
-            or record.get("version") not in (VERSION, 1):
+            or record.get("version") != version_for(args):
         return None
     return record
 
@@ -196,20 +246,24 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray], keep_dtype: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()})
+        np.savez(f, **{k: np.ascontiguousarray(v, dtype=None if keep_dtype else np.float32) for k, v in arrays.items()})
     tmp.replace(path)
 
 
-def is_complete(out: str | Path, version: int | None = VERSION) -> bool:
+def is_complete(out: str | Path, version: int | None | str = "current") -> bool:
     """True when ``out`` holds a synthetic dataset whose generation ran to the end, written by generator
-    ``version`` (None: any), so a dataset from an older generator is made again rather than reused."""
+    ``version`` (None: any; "current": the version this generator gives its recorded arguments), so a
+    dataset from an older generator is made again rather than reused."""
     try:
         record = json.loads((Path(out) / "synth.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return False
+    if version == "current":
+        version = version_for(record.get("args", {}))
     return bool(record.get("complete")) and (version is None or record.get("version") == version)
 
 

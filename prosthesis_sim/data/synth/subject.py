@@ -9,6 +9,7 @@ from .brain import EARLY, ERP, LATE, SOURCE_WIDTH
 from .common import _bump, _mix_channels
 from .recording import _Recording
 from .retinotopy import RetinotopicSources
+from .semantics import CategorySources
 
 
 @dataclass
@@ -26,6 +27,7 @@ class _Subject:
     alpha_freq: float
     noise_sd: float
     retino: RetinotopicSources | None = None  # retinotopic C1/P1/N1 sources (None: the version-1 brain)
+    category: CategorySources | None = None  # category-selective sources (None: the version-2 brain)
 
     @classmethod
     def sample(cls, rng: np.random.Generator, rec: _Recording) -> "_Subject":
@@ -51,22 +53,26 @@ class _Subject:
                    mixing.astype(np.float32), erp.astype(np.float32), alpha_topo.astype(np.float32),
                    float(rng.uniform(9, 11)), float(rng.lognormal(0, 0.1)))
 
-    def responses(self, drives: np.ndarray, lags: np.ndarray, fields: np.ndarray | None = None) -> np.ndarray:
+    def responses(self, drives: np.ndarray, lags: np.ndarray, fields: np.ndarray | None = None,
+                  attrs: np.ndarray | None = None) -> np.ndarray:
         """(n, n_channels, n_resp) noise-free responses (ERP + image-dependent sources) from onset;
-        ``fields`` (n, n_cells, n_kinds) are the visual-field activations that drive the retinotopic sources."""
+        ``fields`` (n, n_cells, n_kinds) are the visual-field activations that drive the retinotopic sources,
+        ``attrs`` (n, n_attributes) the category attributes that drive the category sources."""
         t = np.arange(self.rec.n_resp, dtype=np.float32) / self.rec.sfreq
         waves = _bump(t, (self.latency + lags)[..., None], self.width[:, None]).astype(np.float32)
         out = (_mix_channels(self.topo, (drives @ self.mixing)[..., None] * waves) + self.erp).astype(np.float32)
         if self.retino is not None and fields is not None:
             out += self.retino.responses(fields, t)
+        if self.category is not None and attrs is not None:
+            out += self.category.responses(attrs, t)
         return out
 
     def component_responses(self, parts: dict[str, np.ndarray], lags: np.ndarray,
-                            fields: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                            fields: np.ndarray | None = None, attrs: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """``responses`` split by where the image-specific drive comes from: each drive part of
         ``_Brain.drive_parts`` through the sources, ``retinotopic`` (the visual-field sources) and
-        ``shared`` (the ERP, the same for every image). Linear in the drives, so the parts sum to
-        ``responses(sum of parts, lags, fields)``."""
+        ``shared`` (the ERP, the same for every image); the category sources join the ``semantic`` part.
+        Linear in the drives, so the parts sum to ``responses(sum of parts, lags, fields, attrs)``."""
         t = np.arange(self.rec.n_resp, dtype=np.float32) / self.rec.sfreq
         waves = _bump(t, (self.latency + lags)[..., None], self.width[:, None]).astype(np.float32)
         out = {name: _mix_channels(self.topo, (d @ self.mixing)[..., None] * waves).astype(np.float32)
@@ -74,6 +80,8 @@ class _Subject:
         n = len(lags)
         out["retinotopic"] = (self.retino.responses(fields, t) if self.retino is not None and fields is not None
                               else np.zeros((n, *self.erp.shape), np.float32)).astype(np.float32)
+        if self.category is not None and attrs is not None:
+            out["semantic"] = out.get("semantic", 0) + self.category.responses(attrs, t)
         out["shared"] = np.broadcast_to(self.erp, (n, *self.erp.shape)).astype(np.float32)
         return out
 

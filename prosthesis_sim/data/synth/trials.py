@@ -13,6 +13,7 @@ NEIGHBOUR_GAIN = 0.5  # their responses' scale (calibration: at full scale they 
 LATENCY_JITTER = 2  # samples: each trial's onset is shifted uniformly by -2 .. +2
 TRIAL_GAIN_SD = 0.2  # log-normal trial gain, sigma of the log
 NOISE_TRIALS_FOR_TRUTH = 256  # noise-only trials that estimate the expected MEG baseline scaling
+ALPHA_STATE_SD = 0.5  # sd of a trial's log alpha amplitude around the subject's level (with state_gain)
 TRIALS_PER_CHUNK = 512  # trials simulated at once (bounds memory, whatever the dataset size)
 
 # ------------------------------------------------------------------------------------------ trials
@@ -20,74 +21,131 @@ TRIALS_PER_CHUNK = 512  # trials simulated at once (bounds memory, whatever the 
 
 def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np.ndarray, lags: np.ndarray,
                     reps: int, bar, fields: np.ndarray | None = None, truth: bool = False,
-                    parts: dict[str, np.ndarray] | None = None):
+                    parts: dict[str, np.ndarray] | None = None, attrs: np.ndarray | None = None,
+                    adaptation: float = 0.0, state_gain: float = 0.0):
     """(n_images, reps, n_channels, n_times) float32 single trials, simulated in chunks of trials.
-    ``fields``: per image the visual-field activations of the retinotopic sources (None: none).
+    ``fields``: per image the visual-field activations of the retinotopic sources (None: none);
+    ``attrs``: per image the category attributes of the category sources (None: none).
     ``truth``: also return each image's noise-free expected response (n_images, n_channels, n_times),
     what an infinite number of repetitions would average to (``_expected``); with the drives' ``parts``
-    (``_Brain.drive_parts``) also its components (early, concept, nonlinear, retinotopic, shared: the
-    ERP and the RSVP neighbours), each (n_images, n_channels, n_times), which sum to it."""
+    (``_Brain.drive_parts``) also its components (early, concept, nonlinear, [semantic,] retinotopic,
+    shared: the ERP and the RSVP neighbours), each (n_images, n_channels, n_times), which sum to it.
+    ``adaptation`` and ``state_gain`` (``_trials``) also return each trial's context: ``previous`` (the
+    row of the image shown 200 ms before, -1 without adaptation), ``similarity`` (``_similarity`` of
+    the two, NaN without) and ``alpha_state`` (0 without), each (n_images, reps)."""
     def part(a, idx):
         return None if a is None else a[idx]
 
     n, rec = len(drives), subject.rec
-    pool = None  # responses of the images that overlap as paradigm neighbours
+    pool = pool_idx = None  # responses of the images that overlap as paradigm neighbours
     if rec.neighbours:
         pool_idx = _rng(seed, "rsvp", s, split).choice(n, min(n, 256), replace=False)
-        pool = NEIGHBOUR_GAIN * subject.responses(drives[pool_idx], lags[pool_idx], part(fields, pool_idx))
+        pool = NEIGHBOUR_GAIN * subject.responses(drives[pool_idx], lags[pool_idx], part(fields, pool_idx),
+                                                  part(attrs, pool_idx))
+    adapt = adaptation if pool is not None else 0.0  # no overlap (MEG, 1.5 s apart): no adaptation modelled
     data = np.empty((n, reps, len(rec.ch_names), rec.n_times), np.float32)
+    context = {"previous": np.full((n, reps), -1, np.int32), "similarity": np.full((n, reps), np.nan, np.float32),
+               "alpha_state": np.zeros((n, reps), np.float32)}
     expected = np.empty((n, len(rec.ch_names), rec.n_times), np.float32) if truth else None
     components: dict[str, np.ndarray] = {}
     scale = _baseline_scale(_rng(seed, "truth", s, split), subject) if truth else None
     per_chunk = max(1, TRIALS_PER_CHUNK // reps)
     for c, start in enumerate(range(0, n, per_chunk)):
         sl = slice(start, start + per_chunk)
-        own = subject.responses(drives[sl], lags[sl], part(fields, sl))
-        data[sl] = _trials(_rng(seed, "trials", s, split, c), own, reps, pool, subject).reshape(
-            -1, reps, len(rec.ch_names), rec.n_times)
+        own = subject.responses(drives[sl], lags[sl], part(fields, sl), part(attrs, sl))
+        sim = _similarity(drives[sl], drives[pool_idx]) if adapt else None
+        trials, previous, state = _trials(_rng(seed, "trials", s, split, c), own, reps, pool, subject, adapt, sim,
+                                          state_gain, _rng(seed, "state", s, split, c))
+        data[sl] = trials.reshape(-1, reps, len(rec.ch_names), rec.n_times)
+        if previous is not None:
+            context["previous"][sl] = pool_idx[previous].reshape(-1, reps)
+            context["similarity"][sl] = sim[np.repeat(np.arange(len(own)), reps), previous].reshape(-1, reps)
+        if state is not None:
+            context["alpha_state"][sl] = state.reshape(-1, reps)
+        own_gain = 1 - adapt * sim.mean(axis=1) if adapt else None  # E[adaptation] over the preceding image
         if truth:
-            expected[sl] = _expected(own, pool, subject, scale)
+            expected[sl] = _expected(own, pool, subject, scale, own_gain)
         if truth and parts is not None:
-            chunk = subject.component_responses({k: v[sl] for k, v in parts.items()}, lags[sl], part(fields, sl))
+            chunk = subject.component_responses({k: v[sl] for k, v in parts.items()}, lags[sl], part(fields, sl),
+                                                part(attrs, sl))
             for name, resp in chunk.items():
                 out = components.setdefault(name, np.empty_like(expected))
-                out[sl] = _expected(resp, pool if name == "shared" else None, subject, scale)
+                out[sl] = _expected(resp, pool if name == "shared" else None, subject, scale, own_gain)
         bar.update(len(own))
-    if not truth:
-        return data
-    return (data, expected, components) if parts is not None else (data, expected)
+    result = (data,)
+    if truth:
+        result += (expected, components) if parts is not None else (expected,)
+    if adapt or state_gain:
+        result += (context,)
+    return result[0] if len(result) == 1 else result
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) in [0, 1]: 0.5 + 0.5 x the cosine of the images' drive vectors (how alike the
+    brain represents them): 1 for the same image, 0 for opposite representations."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return 0.5 + 0.5 * a @ b.T
 
 
 def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarray | None,
-            subject: _Subject) -> np.ndarray:
+            subject: _Subject, adaptation: float = 0.0, sim: np.ndarray | None = None, state_gain: float = 0.0,
+            state_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(len(own) * reps, n_channels, n_times) single trials as the dataset's preprocessing leaves them:
     own response (trial gain and latency jitter) + overlapping neighbours (EEG RSVP) + 1/f noise + alpha
-    + sensor noise, preprocessed (baseline, crop to the written window)."""
+    + sensor noise, preprocessed (baseline, crop to the written window). Then, per trial, the preceding
+    image's row in ``pool`` (None without ``adaptation``) and the alpha state (None without ``state_gain``).
+
+    ``adaptation`` a: the own response is scaled by 1 - a x ``sim`` (own image, preceding image), so an
+    image right after a similar one evokes less (stimulus-specific repetition suppression in RSVP).
+    ``state_gain`` b: each trial has an alpha state z ~ N(0, 1) (from ``state_rng``, so the other draws
+    are unchanged); its alpha amplitude is scaled by exp(ALPHA_STATE_SD z - ALPHA_STATE_SD^2) (mean
+    power unchanged) and its evoked response by exp(-b z - b^2 / 2) (mean 1): high alpha, small response."""
     rec = subject.rec
     n = len(own) * reps
     x = np.zeros((n, len(rec.ch_names), rec.n_epoch), np.float32)
     jitter = (-LATENCY_JITTER, LATENCY_JITTER + 1)
-    _add_shifted(x, own, np.repeat(np.arange(len(own)), reps), rec.n_base + rng.integers(*jitter, n))
-    x *= rng.lognormal(0, TRIAL_GAIN_SD, n).astype(np.float32)[:, None, None]
-    for onset in rec.neighbours:
-        _add_shifted(x, pool, rng.integers(len(pool), size=n), rec.n_base + onset + rng.integers(*jitter, n))
-    x += subject.noise_sd * (rec.pink_sd * _pink(rng, n, rec) + _alpha(rng, n, subject))
+    image = np.repeat(np.arange(len(own)), reps)
+    onset = rec.n_base + rng.integers(*jitter, n)
+    gain = rng.lognormal(0, TRIAL_GAIN_SD, n)
+    neighbours = [(o, rng.integers(len(pool), size=n), rng.integers(*jitter, n)) for o in rec.neighbours]
+    previous = state = None
+    if adaptation:
+        previous = next(w for o, w, _ in neighbours if o == max(o for o in rec.neighbours if o < 0))
+        gain = gain * (1 - adaptation * sim[image, previous])
+    if state_gain:
+        state = state_rng.standard_normal(n)
+        gain = gain * np.exp(-state_gain * state - state_gain**2 / 2)
+    _add_shifted(x, own, image, onset)
+    x *= gain.astype(np.float32)[:, None, None]
+    for o, which, jit in neighbours:
+        _add_shifted(x, pool, which, rec.n_base + o + jit)
+    pink = _pink(rng, n, rec)
+    alpha = _alpha(rng, n, subject)
+    if state_gain:
+        alpha *= np.exp(ALPHA_STATE_SD * state - ALPHA_STATE_SD**2).astype(np.float32)[:, None, None]
+    x += subject.noise_sd * (rec.pink_sd * pink + alpha)
     x += rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
-    return rec.preprocess(x)
+    return rec.preprocess(x), previous, state
 
 
-def _expected(own: np.ndarray, pool: np.ndarray | None, subject: _Subject, scale: np.ndarray | None) -> np.ndarray:
+def _expected(own: np.ndarray, pool: np.ndarray | None, subject: _Subject, scale: np.ndarray | None,
+              own_gain: np.ndarray | None = None) -> np.ndarray:
     """(len(own), n_channels, n_times): E[trial | image] of ``_trials``, computed, not averaged. The
     jitter is averaged over its five shifts, the trial gain replaced by its mean, the neighbours by the
     pool's mean response at each onset, and the noise (zero-mean) dropped. EEG preprocessing is linear,
     so it applies to the expectation exactly; the MEG's per-trial z-scoring is not, and its division by
-    the baseline standard deviation becomes a multiplication by the noise's mean 1 / sd (``scale``)."""
+    the baseline standard deviation becomes a multiplication by the noise's mean 1 / sd (``scale``).
+    ``own_gain``: per image, the mean adaptation over the preceding image (the alpha state's gain has
+    mean 1 by construction)."""
     rec = subject.rec
     shifts = np.arange(-LATENCY_JITTER, LATENCY_JITTER + 1)
     x = np.zeros((len(own), len(rec.ch_names), rec.n_epoch), np.float32)
     for d in shifts:
         _add_shifted(x, own, np.arange(len(own)), np.full(len(own), rec.n_base + d))
     x *= np.exp(TRIAL_GAIN_SD ** 2 / 2) / len(shifts)
+    if own_gain is not None:
+        x *= own_gain.astype(np.float32)[:, None, None]
     if pool is not None:
         neighbours = np.zeros((1, len(rec.ch_names), rec.n_epoch), np.float32)
         for onset in rec.neighbours:
