@@ -71,6 +71,11 @@ def test_face_n170_is_right_lateralised_and_print_left(semantic):
     np.testing.assert_allclose((truth_on - comps["shared"]) - (truth_off - comps_off["shared"]), comps["semantic"],
                                atol=1e-4)
     np.testing.assert_allclose(sum(comps[k] for k in comps), truth_on, atol=1e-4)
+    from prosthesis_sim.eval.capture import capture
+
+    scores = capture(truth_on, dict(comps), normalise=lambda v: v)  # psim-eval's diagnostic reads it
+    assert set(scores) >= {"capture_semantic"} and all(abs(v - 1) < 1e-3 for v in scores.values()), scores
+    assert abs(capture(truth_off, dict(comps), normalise=lambda v: v)["capture_semantic"]) < 0.2
     x = comps["semantic"][:, :, N170].mean(-1)  # (images, channels)
 
     def effect(group, ch):  # the group's mean minus the other images' (units: the shared N1's peak is 4)

@@ -2,8 +2,9 @@
 
 psim-synth writes each test image's noise-free response split by where its image-specific part comes
 from (``BrainDataset.test_truth_components``: ``early`` linear in image statistics, ``concept`` shared
-by a concept's exemplars, ``nonlinear`` image-feature combinations, ``retinotopic`` visual-field
-sources, and ``shared`` what every image evokes). A signal's across-image variation (each channel and
+by a concept's exemplars, ``nonlinear`` image-feature combinations, ``semantic`` the semantic latent and
+category components (version 3 data), ``retinotopic`` visual-field sources, and ``shared`` what every
+image evokes). A signal's across-image variation (each channel and
 time point minus its mean over the test images, z-scored per channel) is regressed on the components'
 across-image variation, all at once (least squares over images x channels x times): coefficient 1 is a
 component fully reproduced at its true strength, 0 one that is absent. The truth scores 1 on every
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 #: components with an image-specific part, in the order of the columns (``shared`` has none)
-COMPONENTS = ("early", "concept", "nonlinear", "retinotopic")
+COMPONENTS = ("early", "concept", "nonlinear", "semantic", "retinotopic")
 
 
 def capture(signals: np.ndarray, components: dict[str, np.ndarray], normalise) -> dict[str, float]:

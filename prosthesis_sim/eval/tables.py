@@ -18,7 +18,7 @@ COLUMNS = (
     "top1", "top1_lo", "top1_hi", "top5", "top5_lo", "top5_hi", "embed_2way",
     "signal_top1", "signal_top1_lo", "signal_top1_hi", "signal_2way", "signal_2way_lo", "signal_2way_hi",
     "chance_top1", "chance_top5", "chance_2way", "above_truth", "above_truth_metrics", "circular",
-    "capture_early", "capture_concept", "capture_nonlinear", "capture_retinotopic",
+    "capture_early", "capture_concept", "capture_nonlinear", "capture_semantic", "capture_retinotopic",
     "pearson", "pearson_lo", "pearson_hi", "ssim", "ssim_lo", "ssim_hi",
     "norm_pearson", "norm_pearson_lo", "norm_pearson_hi", "norm_ssim", "norm_ssim_lo", "norm_ssim_hi",
     "top1_fraction_of_measured", "top5_fraction_of_measured",
@@ -193,13 +193,14 @@ def capture_lines(rows: list[dict]) -> list[str]:
         return []
     first = rows[0]["decoder"], rows[0]["phosphene"]
     mine = [r for r in rows if (r["decoder"], r["phosphene"]) == first and _finite(r.get("capture_early"))]
+    names = [c for c in COMPONENTS if any(_finite(r.get(f"capture_{c}")) for r in mine)]  # semantic: version 3 only
     lines = ["### Per-component capture (synthetic truth)", "",
              "How much of each component of the simulated brain's image-specific response a signal reproduces: "
              "the joint least-squares coefficient of the components' across-image variation in the signal's "
              "(1: at the brain's strength, 0: absent; the truth is 1 by construction). No recording allows it.", "",
-             "| signal | " + " | ".join(COMPONENTS) + " |", "|---|" + "---|" * len(COMPONENTS)]
+             "| signal | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for r in mine:
-        lines.append(f"| {r['encoder']} | " + " | ".join(cell(r.get(f"capture_{c}")) for c in COMPONENTS) + " |")
+        lines.append(f"| {r['encoder']} | " + " | ".join(cell(r.get(f"capture_{c}")) for c in names) + " |")
     return lines + [""]
 
 
