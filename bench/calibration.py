@@ -1,0 +1,238 @@
+"""Calibration statistics of a (synthetic or real) THINGS-EEG2-format dataset, to set beside the
+published recordings' (issue 22, section 2; docs/synthetic-data.md "Calibration").
+
+    python bench/calibration.py DATASET [--subject 1] [--decoder-epochs 300] [--json FILE] [--figure FILE.png]
+
+Every statistic is computed the way the papers compute it, so a real THINGS-EEG2 folder gives the
+numbers to compare with (the loader is the toolkit's; nothing reads the synthetic truth):
+
+- **Noise ceiling over time** (Gifford et al. 2022): the test trials split into two halves (first
+  and second half of the repetitions), each averaged; per channel and time point the Pearson r across
+  the test images of the two half-averages (split-half reliability), Spearman-Brown corrected to all
+  repetitions. Reported over time for the 17 occipito-parietal channels and all channels; the peak,
+  its latency and the 0-50 ms mean (before any visual response: about 0 on real data).
+- **Single-trial SNR and spectrum**: the evoked response (mean over all test trials) against the
+  single-trial residual (trial minus its image's average): RMS of the evoked response over 0-0.5 s on
+  the 17 channels over the residual's sd (amplitude SNR), and the image-specific SNR (across-image
+  variance of the image averages, bias-corrected for their noise, over the single-trial noise
+  variance). Residual power spectra (Welch, 1 s epochs, posterior channels): the aperiodic exponent
+  (log-log line fit over 2-40 Hz without 7-14 Hz), the alpha peak frequency and its height over the fit.
+- **Zero-shot identification with a linearising encoder** (Gifford et al. 2022): ridge from Gabor
+  features (configs/encoder/ridge.yaml) fitted on the training averages synthesizes each test
+  image's response; each measured test average (all repetitions) is identified among the 200
+  synthesized responses (centred Pearson); top-1 with a bootstrap interval over images, chance 1/200.
+  Also the encoding accuracy: per channel x time the r across images of synthesized vs measured,
+  averaged on the 17 channels, and as a fraction of the noise ceiling.
+- **200-way decoding** (NICE/UBP protocol): the toolkit's contrastive decoder (configs/decoder/
+  embedding.yaml, UBP's EEGProject with InfoNCE) trained on the training averages into a Gabor-feature
+  space; each test average is embedded and the 200 test images ranked by cosine; top-1 / top-5 with
+  intervals, chance 0.5 % / 2.5 %. Not NICE's CLIP target: no CLIP weights here, so the comparison
+  with 15.6 % / 42.8 % is of the protocol, not of the same decoder (docs say how that matters).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.signal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Gifford et al.'s 17 occipito-parietal channels (tests/fixtures/nice.py)
+POSTERIOR = ("P7", "P5", "P3", "P1", "Pz", "P2", "P4", "P6", "P8", "PO7", "PO3", "POz", "PO4", "PO8", "O1", "Oz", "O2")
+ALPHA_BAND = (7.0, 14.0)
+APERIODIC_BAND = (2.0, 40.0)
+
+
+def _corr_over_images(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(channels, times): Pearson r across images (axis 0) of a and b, each (images, channels, times)."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    return (a * b).sum(0) / np.sqrt((a**2).sum(0) * (b**2).sum(0) + 1e-30)
+
+
+def noise_ceiling(test: np.ndarray, times: np.ndarray, chans: list[int]) -> dict:
+    """Split-half reliability over time of the test averages, Spearman-Brown corrected."""
+    half = test.shape[1] // 2
+    r = _corr_over_images(test[:, :half].mean(1), test[:, half : 2 * half].mean(1))
+    ceiling = 2 * r / (1 + r)  # Spearman-Brown: reliability of the full average
+    post, every = ceiling[chans].mean(0), ceiling.mean(0)
+    early = (times >= 0) & (times < 0.05)
+    return {"n_images": int(test.shape[0]), "n_repetitions": int(test.shape[1]),
+            "split_half_r_posterior_peak": float(r[chans].mean(0).max()),
+            "ceiling_posterior_peak": float(post.max()), "ceiling_posterior_peak_s": float(times[post.argmax()]),
+            "ceiling_all_peak": float(every.max()), "ceiling_posterior_0_50ms": float(post[early].mean()),
+            "ceiling_posterior_mean_0_1s": float(post.mean()),
+            "curve_times": times.tolist(), "curve_posterior": post.tolist(), "curve_all": every.tolist()}
+
+
+def single_trial(test: np.ndarray, times: np.ndarray, sfreq: float, chans: list[int]) -> dict:
+    """SNRs and the residual spectrum of single test trials (images, reps, channels, times)."""
+    n, reps = test.shape[:2]
+    means = test.mean(1)
+    resid = (test - means[:, None]).astype(np.float64) * np.sqrt(reps / (reps - 1))  # unbiased per-trial noise
+    evoked = means.mean(0)
+    window = (times >= 0) & (times <= 0.5)
+    noise_sd = resid[:, :, chans].std()
+    snr_evoked = float(np.sqrt((evoked[chans][:, window] ** 2).mean()) / noise_sd)
+    across = means[:, chans][..., window].var(0).mean()  # includes noise variance / reps
+    noise_var = (resid[:, :, chans][..., window] ** 2).mean()
+    snr_image = float((across - noise_var / reps) / noise_var)
+    f, p = scipy.signal.welch(resid[:, :, chans], fs=sfreq, nperseg=resid.shape[-1], axis=-1)
+    p = p.mean(axis=(0, 1, 2))
+    fit = (f >= APERIODIC_BAND[0]) & (f <= APERIODIC_BAND[1]) & ~((f >= ALPHA_BAND[0]) & (f <= ALPHA_BAND[1]))
+    slope, intercept = np.polyfit(np.log10(f[fit]), np.log10(p[fit]), 1)
+    band = (f >= ALPHA_BAND[0]) & (f <= ALPHA_BAND[1])
+    above = np.log10(p[band]) - (intercept + slope * np.log10(f[band]))
+    return {"evoked_snr": snr_evoked, "image_specific_snr": snr_image, "single_trial_sd": float(test.std()),
+            "aperiodic_exponent": float(-slope), "alpha_peak_hz": float(f[band][above.argmax()]),
+            "alpha_peak_over_aperiodic_db": float(10 * above.max()),
+            "spectrum_hz": f.tolist(), "spectrum_power": p.tolist()}
+
+
+def _interval(values: np.ndarray, seed: int = 0, n: int = 2000) -> list[float]:
+    """95 % percentile bootstrap interval of the mean over items."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(len(values), size=(n, len(values)))].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def encoder_identification(data, seed: int, chans: list[int], ceiling: dict) -> dict:
+    """Gifford et al.'s zero-shot identification with the toolkit's ridge (linearising) encoder."""
+    import tempfile
+
+    import prosthesis_sim as psim
+    from prosthesis_sim.evaluate import load_test_images
+    from prosthesis_sim.eval.identify import identify_sets
+
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="calibration_") as tmp:
+        enc = psim.encoder("ridge", data, [f"seed={seed}"], cache_dir=tmp)
+        generated = enc.generate(load_test_images(data), seed=seed, paths=data.test_images, cache_dir=data.cache_dir)
+    measured = data.test_average()
+    ids = identify_sets(measured, generated, ks=(1, 5))
+    r = _corr_over_images(generated.astype(np.float64), measured.astype(np.float64))[chans].mean(0)
+    peak = int(r.argmax())
+    return {"fit_s": time.perf_counter() - began, "n_candidates": len(measured),
+            "top1": float(ids["top1"].mean()), "top1_ci": _interval(ids["top1"]),
+            "top5": float(ids["top5"].mean()), "top5_ci": _interval(ids["top5"]),
+            "encoding_r_posterior_peak": float(r[peak]), "encoding_r_peak_s": float(data.times[peak]),
+            "encoding_r_over_ceiling_at_peak": float(r[peak] / np.sqrt(max(ceiling["curve_posterior"][peak], 1e-9))),
+            "curve_encoding_r": r.tolist()}
+
+
+def decoder_identification(data, seed: int, epochs: int) -> dict:
+    """200-way top-1 / top-5 of the toolkit's contrastive decoder, NICE's protocol (test averages)."""
+    import torch
+    from hydra.utils import instantiate
+
+    import prosthesis_sim as psim
+    from prosthesis_sim.decoders.embedding import EmbeddingDecoder
+    from prosthesis_sim.eval.identify import identify
+
+    torch.manual_seed(seed)
+    features = instantiate(psim.config("loop", [f"seed={seed}"]).features)  # Gabor: the weight-free default
+    dec = EmbeddingDecoder(features, epochs=epochs, seed=seed, progress=False)
+    began = time.perf_counter()
+    dec.fit(data)
+    emb = dec.embed(data.test_average())
+    gallery = dec.embed_files(data.test_images, cache_dir=data.cache_dir)
+    sim = emb @ gallery.T
+    ids = identify(sim, ks=(1, 5))
+    return {"fit_s": time.perf_counter() - began, "features": type(features).__name__,
+            "best_epochs": dec.best_epochs, "n_candidates": len(sim),
+            "top1": float(ids["top1"].mean()), "top1_ci": _interval(ids["top1"]),
+            "top5": float(ids["top5"].mean()), "top5_ci": _interval(ids["top5"])}
+
+
+def calibrate(root, subject: int = 1, seed: int = 0, decoder_epochs: int = 300, rows=("ceiling", "trials", "encoder", "decoder"),
+              log=print) -> dict:
+    import prosthesis_sim as psim
+
+    began = time.perf_counter()
+    data = psim.load_dataset(root, subject=subject)
+    log(f"loaded {root} subject {subject} in {time.perf_counter() - began:.0f} s: train {data.train.shape}, "
+        f"test trials {data.test_raw.shape}")
+    chans = [data.ch_names.index(c) for c in POSTERIOR if c in data.ch_names]
+    synth = Path(root) / "synth.json"
+    result = {"dataset": str(root), "subject": subject, "seed": seed, "n_posterior_channels": len(chans),
+              "generator": json.loads(synth.read_text()).get("args") if synth.is_file() else None,
+              "version": json.loads(synth.read_text()).get("version") if synth.is_file() else None}
+    test = data.test_raw
+    result["ceiling"] = noise_ceiling(test, data.times, chans)
+    log(f"noise ceiling: {result['ceiling']['ceiling_posterior_peak']:.3f} at {result['ceiling']['ceiling_posterior_peak_s']:.3f} s")
+    if "trials" in rows:
+        result["trials"] = single_trial(test, data.times, data.sfreq, chans)
+        log("single trials: " + ", ".join(f"{k} {v:.3g}" for k, v in result["trials"].items() if not isinstance(v, list)))
+    if "encoder" in rows:
+        result["encoder"] = encoder_identification(data, seed, chans, result["ceiling"])
+        log(f"ridge zero-shot identification: top-1 {result['encoder']['top1']:.3f} {result['encoder']['top1_ci']}")
+    if "decoder" in rows:
+        result["decoder"] = decoder_identification(data, seed, decoder_epochs)
+        log(f"decoder 200-way: top-1 {result['decoder']['top1']:.3f}, top-5 {result['decoder']['top5']:.3f}")
+    result["wall_s"] = time.perf_counter() - began
+    return result
+
+
+def figure(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = result["ceiling"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    t = np.array(c["curve_times"]) * 1000
+    axes[0].plot(t, c["curve_posterior"], label="noise ceiling, 17 posterior channels")
+    axes[0].plot(t, c["curve_all"], label="noise ceiling, all channels", alpha=0.7)
+    if "encoder" in result:
+        axes[0].plot(t, np.square(np.clip(result["encoder"]["curve_encoding_r"], 0, None)),
+                     label="ridge encoding r^2, posterior")
+    axes[0].set(xlabel="time after onset (ms)", ylabel="reliability (r, Spearman-Brown)",
+                title=f"test averages of {c['n_repetitions']} repetitions, {c['n_images']} images")
+    axes[0].legend(fontsize=7)
+    if "trials" in result:
+        s = result["trials"]
+        f, p = np.array(s["spectrum_hz"]), np.array(s["spectrum_power"])
+        keep = (f >= 1) & (f <= 100)
+        axes[1].loglog(f[keep], p[keep])
+        axes[1].set(xlabel="frequency (Hz)", ylabel="single-trial residual power",
+                    title=f"exponent {s['aperiodic_exponent']:.2f}, alpha {s['alpha_peak_hz']:.0f} Hz "
+                          f"(+{s['alpha_peak_over_aperiodic_db']:.1f} dB)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--subject", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--decoder-epochs", type=int, default=300)
+    p.add_argument("--rows", nargs="+", default=["ceiling", "trials", "encoder", "decoder"],
+                   choices=["ceiling", "trials", "encoder", "decoder"])
+    p.add_argument("--json", type=Path)
+    p.add_argument("--figure", type=Path)
+    args = p.parse_args(argv)
+    result = calibrate(args.dataset, args.subject, args.seed, args.decoder_epochs, args.rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(args.json)
+    if args.figure:
+        figure(result, args.figure)
+    summary = {k: {kk: vv for kk, vv in v.items() if not isinstance(vv, list) or kk.endswith("_ci")}
+               if isinstance(v, dict) else v for k, v in result.items()}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
