@@ -60,6 +60,15 @@ from prosthesis_sim.data.dataset import Normalizer  # noqa: E402
 from prosthesis_sim.eval.identify import chance, identify_sets  # noqa: E402
 from prosthesis_sim.eval.intervals import LEVEL, N_RESAMPLES, SEED  # noqa: E402
 
+def _preset_structure(name: str) -> dict:
+    """The version-3 knobs as configs/preset/<name>.yaml sets them (one source of truth)."""
+    import yaml
+
+    preset = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "preset" / f"{name}.yaml").read_text())
+    return {k: float(preset[k]) for k in ("semantic", "adaptation", "state_gain")}
+
+
+STRUCTURES = {"off": {}, "things": _preset_structure("things")}
 ROWS = ("mean_erp", "ridge", "kernel_ridge", "dit_residual", "dit_trials")
 METRICS = (("r2", "R^2 vs truth"), ("pearson", "across-image r"), ("top1", "top-1"))
 NOT_RUN = {"dit_trials": "single-trial realism needs its own fit on single trials (dataset.average_train=false: "
@@ -73,8 +82,9 @@ KRR_GAMMA_FACTORS = (1 / 16, 1 / 4, 1.0, 4.0)  # x 1 / median squared distance b
 
 def dataset_folder(out: Path, n_concepts: int, settings: dict) -> Path:
     s = settings
+    knobs = "".join(f"_{k}{v:g}" for k, v in sorted((s.get("structure") or {}).items()) if v)
     return Path(out) / (f"c{n_concepts}_ipc{s['images_per_concept']}_test{s['n_test']}_reps{s['train_reps']}x"
-                        f"{s['test_reps']}_px{s['image_size']}_seed{s['seed']}_{s['test_set']}")
+                        f"{s['test_reps']}_px{s['image_size']}_seed{s['seed']}_{s['test_set']}{knobs}")
 
 
 def make_dataset(out: Path, n_concepts: int, settings: dict) -> tuple[Path, float]:
@@ -88,7 +98,7 @@ def make_dataset(out: Path, n_concepts: int, settings: dict) -> tuple[Path, floa
     synthesize(folder, n_subjects=1, n_train_concepts=n_concepts, images_per_concept=settings["images_per_concept"],
                n_test=settings["n_test"], train_reps=settings["train_reps"], test_reps=settings["test_reps"],
                image_size=settings["image_size"], seed=settings["seed"], progress=settings.get("progress", False),
-               test_split="first" if settings["test_set"] == "fixed" else "random")
+               test_split="first" if settings["test_set"] == "fixed" else "random", **(settings.get("structure") or {}))
     return folder, time.perf_counter() - began
 
 
@@ -287,7 +297,7 @@ def fit_row(name: str, data, settings: dict):
 def learning_curve(concepts, rows, out, images_per_concept=8, n_test=200, train_reps=4, test_reps=4,
                    image_size=128, seed=0, test_set="fixed", dit_steps=1500, dit_validation_fraction=0.1,
                    krr_folds=3, krr_cv_max_images=3200, n_resamples=N_RESAMPLES, model_cache=None,
-                   dit_max_concepts=None, progress=False, log=print) -> dict:
+                   dit_max_concepts=None, progress=False, log=print, structure=None) -> dict:
     """Synthesize (or reuse) one dataset per training size, fit ``rows`` and score them against the
     truth of the test images. Returns {"settings", "sizes": [...]} (see ``main`` for the table)."""
     import prosthesis_sim as psim
@@ -297,7 +307,8 @@ def learning_curve(concepts, rows, out, images_per_concept=8, n_test=200, train_
                     image_size=image_size, seed=seed, test_set=test_set, dit_steps=dit_steps,
                     dit_validation_fraction=dit_validation_fraction, krr_folds=krr_folds,
                     krr_cv_max_images=krr_cv_max_images, n_resamples=n_resamples, progress=progress,
-                    model_cache=None if model_cache is None else str(model_cache), dit_max_concepts=dit_max_concepts)
+                    model_cache=None if model_cache is None else str(model_cache), dit_max_concepts=dit_max_concepts,
+                    structure=dict(structure or {}))
     sizes = []
     for n_concepts in concepts:
         folder, synth_s = make_dataset(Path(out), n_concepts, settings)
@@ -447,6 +458,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n-resamples", type=int, default=N_RESAMPLES)
     parser.add_argument("--model-cache", type=Path, help="fit cache of ridge/mean_erp/dit_residual (default: none, "
                         "every row is fitted afresh and its fit time measured; features stay cached with the data)")
+    parser.add_argument("--structure", choices=("off", "things"), default="off",
+                        help="the simulated brain's version-3 structure: off (version 2) or as preset=things sets it "
+                        "(configs/preset/things.yaml: semantic, adaptation, state_gain)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--figure", type=Path)
@@ -471,7 +485,7 @@ def main(argv=None) -> int:
                             args.test_reps, args.image_size, args.seed, args.test_set, args.dit_steps,
                             args.dit_validation_fraction, args.krr_folds, args.krr_cv_max_images, args.n_resamples,
                             args.model_cache, args.dit_max_concepts or None, args.progress,
-                            log=lambda m: print(m, flush=True))
+                            log=lambda m: print(m, flush=True), structure=STRUCTURES[args.structure])
     result["wall_s"] = time.perf_counter() - began
     print_table(result)
     print(f"\nwall time {result['wall_s']:.0f} s")

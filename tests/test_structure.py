@@ -167,3 +167,16 @@ def test_things_presets_turn_the_structure_on():
     assert (default.semantic, default.adaptation, default.state_gain) == (0, 0, 0)
     assert (eeg.semantic, eeg.adaptation, eeg.state_gain, eeg.n_train_concepts, eeg.test_reps) == (1, 0.3, 0.1, 1654, 80)
     assert (meg.semantic, meg.adaptation, meg.state_gain, meg.modality) == (1, 0, 0.1, "meg")
+
+
+def test_noise_gain_scales_the_single_trial_noise_only(tmp_path):
+    kw = dict(n_test=6, test_reps=20, **BASE)
+    one, two = synthesize(tmp_path / "one", **kw), synthesize(tmp_path / "two", noise_gain=2.0, **kw)
+    assert json.loads((two / "synth.json").read_text())["version"] == 3
+    truth_one, truth_two = (np.load(d / "sub-01" / TRUTH_FILE) for d in (one, two))
+    np.testing.assert_allclose(truth_one, truth_two, atol=1e-5)  # the expected response is unchanged
+    three = synthesize(tmp_path / "three", noise_gain=3.0, **kw)
+    x1, x2, x3 = (_eeg(d).astype(np.float64) for d in (one, two, three))
+    # the same draws: the trials differ by the noise alone, in proportion to the gain (EEG preprocessing is linear)
+    np.testing.assert_allclose(x3 - x1, 2 * (x2 - x1), atol=1e-3)
+    assert 0.5 < (x2 - x1).std() < 1.5  # the noise: about the single-trial sd

@@ -29,14 +29,15 @@ from .subject import _Subject
 from .trials import _simulate_split
 
 VERSION = 3  # 2: retinotopic sources (retinotopy=False: version 1); 3: semantics, adaptation, state (all 0: version 2)
-STRUCTURE = ("semantic", "adaptation", "state_gain")  # version 3's knobs, recorded only when set
+STRUCTURE = {"semantic": 0.0, "adaptation": 0.0, "state_gain": 0.0, "noise_gain": 1.0}  # version 3's knobs and
+# their version-2 values; recorded in synth.json only when set otherwise
 from ..dataset import COMPONENTS_FILE, TRUTH_FILE  # each test image's noise-free expected response, by component
 TRIALS_FILE = "synthetic_trials_{split}.npz"  # with adaptation or state_gain: each trial's preceding image and alpha state
 
 
 def version_for(args: dict) -> int:
     """The generator version that data written with ``args`` carries: the oldest that wrote the same."""
-    if any(args.get(k, 0) for k in STRUCTURE):
+    if any(args.get(k, v) != v for k, v in STRUCTURE.items()):
         return 3
     return 2 if args.get("retinotopy", True) else 1
 
@@ -59,6 +60,7 @@ def synthesize(
     semantic=0.0,
     adaptation=0.0,
     state_gain=0.0,
+    noise_gain=1.0,
 ) -> Path:
     """Write a THINGS-EEG2-format (modality="eeg", NICE preprocessing) or THINGS-MEG-format
     (modality="meg", ATM-style pickles) dataset to `out` and return `out` as a Path.
@@ -80,16 +82,17 @@ def synthesize(
     ``semantic`` scales the semantic latent and the category-selective components (``semantics``; 1 is
     the published strength); ``adaptation`` (EEG RSVP only, in [0, 1)) is the repetition suppression of
     a response right after an identical image; ``state_gain`` how much a trial's alpha state lowers its
-    evoked response (``trials._trials``). With either of the last two, ``sub-XX/synthetic_trials_*.npz``
-    holds each trial's preceding image and alpha state.
+    evoked response (``trials._trials``); ``noise_gain`` scales every noise source of the single trials
+    (1/f, alpha, sensor), the calibration knob of the single-trial SNR. With adaptation or state_gain,
+    ``sub-XX/synthetic_trials_*.npz`` holds each trial's preceding image and alpha state.
     """
     if min(n_subjects, n_train_concepts, images_per_concept, n_test, train_reps, test_reps) < 1 or image_size < 32:
         raise ValueError("synthesize: every count must be >= 1 and image_size >= 32")
     if retinotopy_gain < 0:
         raise ValueError(f"synthesize: retinotopy_gain must be >= 0, got {retinotopy_gain}")
-    if min(semantic, state_gain) < 0 or not 0 <= adaptation < 1:
-        raise ValueError(f"synthesize: semantic and state_gain must be >= 0 and adaptation in [0, 1), got "
-                         f"{semantic}, {state_gain}, {adaptation}")
+    if min(semantic, state_gain) < 0 or not 0 <= adaptation < 1 or noise_gain <= 0:
+        raise ValueError(f"synthesize: semantic and state_gain must be >= 0, adaptation in [0, 1) and noise_gain > 0, "
+                         f"got {semantic}, {state_gain}, {adaptation}, {noise_gain}")
     if test_split not in ("random", "first"):
         raise ValueError(f"synthesize: test_split must be 'random' or 'first', got {test_split!r}")
     if modality not in RECORDINGS:
@@ -100,8 +103,8 @@ def synthesize(
                 retinotopy=bool(retinotopy), retinotopy_gain=float(retinotopy_gain))
     if test_split != "random":  # recorded only when set, so datasets written before the option still match
         args["test_split"] = test_split
-    for key, value in zip(STRUCTURE, (semantic, adaptation, state_gain)):
-        if value:  # likewise: version-2 datasets keep matching their arguments
+    for key, value in zip(STRUCTURE, (semantic, adaptation, state_gain, noise_gain)):
+        if value != STRUCTURE[key]:  # likewise: version-2 datasets keep matching their arguments
             args[key] = float(value)
     out = Path(out)
     resumed = _resumable(out, args, modality)
@@ -179,7 +182,8 @@ def synthesize(
                 result = _simulate_split(seed, s, split, subject, drives, lags, reps, bar,
                                          fields if retinotopy else None, truth=split == "test",
                                          parts=test_parts if split == "test" else None, attrs=attrs[split],
-                                         adaptation=adaptation if modality == "eeg" else 0.0, state_gain=state_gain)
+                                         adaptation=adaptation if modality == "eeg" else 0.0, state_gain=state_gain,
+                                         noise_gain=noise_gain)
                 data, *rest = result if isinstance(result, tuple) else (result,)
                 folder = out / f"sub-{s + 1:02d}"
                 if split == "test":

@@ -22,7 +22,7 @@ TRIALS_PER_CHUNK = 512  # trials simulated at once (bounds memory, whatever the 
 def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np.ndarray, lags: np.ndarray,
                     reps: int, bar, fields: np.ndarray | None = None, truth: bool = False,
                     parts: dict[str, np.ndarray] | None = None, attrs: np.ndarray | None = None,
-                    adaptation: float = 0.0, state_gain: float = 0.0):
+                    adaptation: float = 0.0, state_gain: float = 0.0, noise_gain: float = 1.0):
     """(n_images, reps, n_channels, n_times) float32 single trials, simulated in chunks of trials.
     ``fields``: per image the visual-field activations of the retinotopic sources (None: none);
     ``attrs``: per image the category attributes of the category sources (None: none).
@@ -48,14 +48,14 @@ def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np
                "alpha_state": np.zeros((n, reps), np.float32)}
     expected = np.empty((n, len(rec.ch_names), rec.n_times), np.float32) if truth else None
     components: dict[str, np.ndarray] = {}
-    scale = _baseline_scale(_rng(seed, "truth", s, split), subject) if truth else None
+    scale = _baseline_scale(_rng(seed, "truth", s, split), subject, noise_gain) if truth else None
     per_chunk = max(1, TRIALS_PER_CHUNK // reps)
     for c, start in enumerate(range(0, n, per_chunk)):
         sl = slice(start, start + per_chunk)
         own = subject.responses(drives[sl], lags[sl], part(fields, sl), part(attrs, sl))
         sim = _similarity(drives[sl], drives[pool_idx]) if adapt else None
         trials, previous, state = _trials(_rng(seed, "trials", s, split, c), own, reps, pool, subject, adapt, sim,
-                                          state_gain, _rng(seed, "state", s, split, c))
+                                          state_gain, _rng(seed, "state", s, split, c), noise_gain)
         data[sl] = trials.reshape(-1, reps, len(rec.ch_names), rec.n_times)
         if previous is not None:
             context["previous"][sl] = pool_idx[previous].reshape(-1, reps)
@@ -90,7 +90,8 @@ def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarray | None,
             subject: _Subject, adaptation: float = 0.0, sim: np.ndarray | None = None, state_gain: float = 0.0,
-            state_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+            state_rng: np.random.Generator | None = None, noise_gain: float = 1.0
+            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(len(own) * reps, n_channels, n_times) single trials as the dataset's preprocessing leaves them:
     own response (trial gain and latency jitter) + overlapping neighbours (EEG RSVP) + 1/f noise + alpha
     + sensor noise, preprocessed (baseline, crop to the written window). Then, per trial, the preceding
@@ -100,7 +101,8 @@ def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarr
     image right after a similar one evokes less (stimulus-specific repetition suppression in RSVP).
     ``state_gain`` b: each trial has an alpha state z ~ N(0, 1) (from ``state_rng``, so the other draws
     are unchanged); its alpha amplitude is scaled by exp(ALPHA_STATE_SD z - ALPHA_STATE_SD^2) (mean
-    power unchanged) and its evoked response by exp(-b z - b^2 / 2) (mean 1): high alpha, small response."""
+    power unchanged) and its evoked response by exp(-b z - b^2 / 2) (mean 1): high alpha, small response.
+    ``noise_gain`` scales the 1/f, alpha and sensor noise together."""
     rec = subject.rec
     n = len(own) * reps
     x = np.zeros((n, len(rec.ch_names), rec.n_epoch), np.float32)
@@ -124,8 +126,12 @@ def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarr
     alpha = _alpha(rng, n, subject)
     if state_gain:
         alpha *= np.exp(ALPHA_STATE_SD * state - ALPHA_STATE_SD**2).astype(np.float32)[:, None, None]
-    x += subject.noise_sd * (rec.pink_sd * pink + alpha)
-    x += rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
+    if noise_gain == 1.0:
+        x += subject.noise_sd * (rec.pink_sd * pink + alpha)
+        x += rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
+    else:
+        x += noise_gain * subject.noise_sd * (rec.pink_sd * pink + alpha)
+        x += noise_gain * rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
     return rec.preprocess(x), previous, state
 
 
@@ -156,7 +162,7 @@ def _expected(own: np.ndarray, pool: np.ndarray | None, subject: _Subject, scale
     return rec.expected(x, scale)
 
 
-def _baseline_scale(rng: np.random.Generator, subject: _Subject) -> np.ndarray | None:
+def _baseline_scale(rng: np.random.Generator, subject: _Subject, noise_gain: float = 1.0) -> np.ndarray | None:
     """Per channel, the mean of 1 / (baseline sd) over noise-only trials: how the MEG's z-scoring scales
     a response on average (None for a recording whose preprocessing is linear)."""
     rec = subject.rec
@@ -165,7 +171,7 @@ def _baseline_scale(rng: np.random.Generator, subject: _Subject) -> np.ndarray |
     x = subject.noise_sd * (rec.pink_sd * _pink(rng, NOISE_TRIALS_FOR_TRUTH, rec)
                             + _alpha(rng, NOISE_TRIALS_FOR_TRUTH, subject))
     x += rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
-    return np.mean(1.0 / rec.baseline_sd(x), axis=0)
+    return np.mean(1.0 / (noise_gain * rec.baseline_sd(x)), axis=0)
 
 
 def _add_shifted(x: np.ndarray, resp: np.ndarray, which: np.ndarray, onset: np.ndarray) -> None:
