@@ -56,18 +56,24 @@ def _corr_over_images(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def noise_ceiling(test: np.ndarray, times: np.ndarray, chans: list[int]) -> dict:
-    """Split-half reliability over time of the test averages, Spearman-Brown corrected."""
+    """Split-half reliability over time of the test averages, Spearman-Brown corrected to all
+    repetitions (``reliability_*``), and the noise ceiling of a model's r against the full average,
+    its square root (``ceiling_*``): what a perfect encoder would reach."""
     half = test.shape[1] // 2
     r = _corr_over_images(test[:, :half].mean(1), test[:, half : 2 * half].mean(1))
-    ceiling = 2 * r / (1 + r)  # Spearman-Brown: reliability of the full average
-    post, every = ceiling[chans].mean(0), ceiling.mean(0)
+    reliability = 2 * r / (1 + r)  # Spearman-Brown: reliability of the full average
+    ceiling = np.sqrt(np.clip(reliability, 0, None))
+    post, every = reliability[chans].mean(0), reliability.mean(0)
+    ceil_post = ceiling[chans].mean(0)
     early = (times >= 0) & (times < 0.05)
     return {"n_images": int(test.shape[0]), "n_repetitions": int(test.shape[1]),
             "split_half_r_posterior_peak": float(r[chans].mean(0).max()),
-            "ceiling_posterior_peak": float(post.max()), "ceiling_posterior_peak_s": float(times[post.argmax()]),
-            "ceiling_all_peak": float(every.max()), "ceiling_posterior_0_50ms": float(post[early].mean()),
-            "ceiling_posterior_mean_0_1s": float(post.mean()),
-            "curve_times": times.tolist(), "curve_posterior": post.tolist(), "curve_all": every.tolist()}
+            "reliability_posterior_peak": float(post.max()), "reliability_posterior_peak_s": float(times[post.argmax()]),
+            "reliability_all_peak": float(every.max()), "reliability_posterior_0_50ms": float(post[early].mean()),
+            "reliability_posterior_mean_0_1s": float(post.mean()),
+            "ceiling_posterior_peak": float(ceil_post.max()),
+            "curve_times": times.tolist(), "curve_posterior": post.tolist(), "curve_all": every.tolist(),
+            "curve_ceiling_posterior": ceil_post.tolist()}
 
 
 def single_trial(test: np.ndarray, times: np.ndarray, sfreq: float, chans: list[int]) -> dict:
@@ -121,7 +127,7 @@ def encoder_identification(data, seed: int, chans: list[int], ceiling: dict) -> 
             "top1": float(ids["top1"].mean()), "top1_ci": _interval(ids["top1"]),
             "top5": float(ids["top5"].mean()), "top5_ci": _interval(ids["top5"]),
             "encoding_r_posterior_peak": float(r[peak]), "encoding_r_peak_s": float(data.times[peak]),
-            "encoding_r_over_ceiling_at_peak": float(r[peak] / np.sqrt(max(ceiling["curve_posterior"][peak], 1e-9))),
+            "encoding_r_over_ceiling_at_peak": float(r[peak] / max(ceiling["curve_ceiling_posterior"][peak], 1e-9)),
             "curve_encoding_r": r.tolist()}
 
 
@@ -164,7 +170,8 @@ def calibrate(root, subject: int = 1, seed: int = 0, decoder_epochs: int = 300, 
               "version": json.loads(synth.read_text()).get("version") if synth.is_file() else None}
     test = data.test_raw
     result["ceiling"] = noise_ceiling(test, data.times, chans)
-    log(f"noise ceiling: {result['ceiling']['ceiling_posterior_peak']:.3f} at {result['ceiling']['ceiling_posterior_peak_s']:.3f} s")
+    log(f"split-half reliability (Spearman-Brown): {result['ceiling']['reliability_posterior_peak']:.3f} at "
+        f"{result['ceiling']['reliability_posterior_peak_s']:.3f} s")
     if "trials" in rows:
         result["trials"] = single_trial(test, data.times, data.sfreq, chans)
         log("single trials: " + ", ".join(f"{k} {v:.3g}" for k, v in result["trials"].items() if not isinstance(v, list)))
@@ -187,12 +194,12 @@ def figure(result: dict, path: Path) -> None:
     c = result["ceiling"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     t = np.array(c["curve_times"]) * 1000
-    axes[0].plot(t, c["curve_posterior"], label="noise ceiling, 17 posterior channels")
-    axes[0].plot(t, c["curve_all"], label="noise ceiling, all channels", alpha=0.7)
+    axes[0].plot(t, c["curve_posterior"], label="split-half reliability (Spearman-Brown), 17 posterior channels")
+    axes[0].plot(t, c["curve_all"], label="the same, all 63 channels", alpha=0.7)
+    axes[0].plot(t, c["curve_ceiling_posterior"], "k--", lw=1, label="noise ceiling of a model's r (its square root)")
     if "encoder" in result:
-        axes[0].plot(t, np.square(np.clip(result["encoder"]["curve_encoding_r"], 0, None)),
-                     label="ridge encoding r^2, posterior")
-    axes[0].set(xlabel="time after onset (ms)", ylabel="reliability (r, Spearman-Brown)",
+        axes[0].plot(t, result["encoder"]["curve_encoding_r"], label="ridge encoding r, 17 posterior channels")
+    axes[0].set(xlabel="time after onset (ms)", ylabel="r across the test images",
                 title=f"test averages of {c['n_repetitions']} repetitions, {c['n_images']} images")
     axes[0].legend(fontsize=7)
     if "trials" in result:

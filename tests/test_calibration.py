@@ -58,7 +58,9 @@ def test_calibration_runs_on_a_synthetic_dataset(tmp_path):
                              "--figure", str(tmp_path / "cal.png")]) == 0
     r = json.loads(out.read_text())
     assert r["version"] == 3 and r["n_posterior_channels"] == 17
-    assert 0.3 < r["ceiling"]["ceiling_posterior_peak"] < 1 and 0.05 < r["ceiling"]["ceiling_posterior_peak_s"] < 0.4
+    c = r["ceiling"]
+    assert 0.3 < c["reliability_posterior_peak"] < 1 and 0.05 < c["reliability_posterior_peak_s"] < 0.4
+    assert c["reliability_posterior_peak"] <= c["ceiling_posterior_peak"] <= 1
     assert 8 <= r["trials"]["alpha_peak_hz"] <= 12 and 0.5 < r["trials"]["aperiodic_exponent"] < 3
     assert r["encoder"]["top1"] > 3 / 30  # ridge identifies above chance (1/30)
     assert r["decoder"]["n_candidates"] == 30 and 0 <= r["decoder"]["top1"] <= r["decoder"]["top5"] <= 1
