@@ -1,7 +1,8 @@
 """Calibration statistics of a (synthetic or real) THINGS-EEG2-format dataset, to set beside the
 published recordings' (issue 22, section 2; docs/synthetic-data.md "Calibration").
 
-    python bench/calibration.py DATASET [--subject 1] [--decoder-epochs 300] [--json FILE] [--figure FILE.png]
+    python bench/calibration.py DATASET [--meg] [--subject 1] [--rows ceiling trials encoder decoder]
+        [--decoder-epochs 300] [--json FILE] [--figure FILE.png]
 
 Every statistic is computed the way the papers compute it, so a real THINGS-EEG2 folder gives the
 numbers to compare with (the loader is the toolkit's; nothing reads the synthetic truth):
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Gifford et al.'s 17 occipito-parietal channels (tests/fixtures/nice.py)
 POSTERIOR = ("P7", "P5", "P3", "P1", "Pz", "P2", "P4", "P6", "P8", "PO7", "PO3", "POz", "PO4", "PO8", "O1", "Oz", "O2")
+MEG_POSTERIOR = ("MLO", "MRO", "MZO", "MLP", "MRP", "MZP")  # CTF occipital and parietal sensors
 ALPHA_BAND = (7.0, 14.0)
 APERIODIC_BAND = (2.0, 40.0)
 
@@ -156,14 +158,17 @@ def decoder_identification(data, seed: int, epochs: int) -> dict:
 
 
 def calibrate(root, subject: int = 1, seed: int = 0, decoder_epochs: int = 300, rows=("ceiling", "trials", "encoder", "decoder"),
-              log=print) -> dict:
+              meg: bool = False, log=print) -> dict:
     import prosthesis_sim as psim
 
     began = time.perf_counter()
-    data = psim.load_dataset(root, subject=subject)
+    data = psim.load_dataset(root, subject=subject, meg=meg)
     log(f"loaded {root} subject {subject} in {time.perf_counter() - began:.0f} s: train {data.train.shape}, "
         f"test trials {data.test_raw.shape}")
-    chans = [data.ch_names.index(c) for c in POSTERIOR if c in data.ch_names]
+    if meg:
+        chans = [i for i, c in enumerate(data.ch_names) if c.startswith(MEG_POSTERIOR)]
+    else:
+        chans = [data.ch_names.index(c) for c in POSTERIOR if c in data.ch_names]
     synth = Path(root) / "synth.json"
     result = {"dataset": str(root), "subject": subject, "seed": seed, "n_posterior_channels": len(chans),
               "generator": json.loads(synth.read_text()).get("args") if synth.is_file() else None,
@@ -194,11 +199,11 @@ def figure(result: dict, path: Path) -> None:
     c = result["ceiling"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     t = np.array(c["curve_times"]) * 1000
-    axes[0].plot(t, c["curve_posterior"], label="split-half reliability (Spearman-Brown), 17 posterior channels")
-    axes[0].plot(t, c["curve_all"], label="the same, all 63 channels", alpha=0.7)
+    axes[0].plot(t, c["curve_posterior"], label=f"split-half reliability (Spearman-Brown), {result['n_posterior_channels']} posterior sensors")
+    axes[0].plot(t, c["curve_all"], label="the same, all sensors", alpha=0.7)
     axes[0].plot(t, c["curve_ceiling_posterior"], "k--", lw=1, label="noise ceiling of a model's r (its square root)")
     if "encoder" in result:
-        axes[0].plot(t, result["encoder"]["curve_encoding_r"], label="ridge encoding r, 17 posterior channels")
+        axes[0].plot(t, result["encoder"]["curve_encoding_r"], label="ridge encoding r, posterior sensors")
     axes[0].set(xlabel="time after onset (ms)", ylabel="r across the test images",
                 title=f"test averages of {c['n_repetitions']} repetitions, {c['n_images']} images")
     axes[0].legend(fontsize=7)
@@ -220,6 +225,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", type=Path)
     p.add_argument("--subject", type=int, default=1)
+    p.add_argument("--meg", action="store_true", help="a THINGS-MEG-format dataset (posterior: CTF occipital and parietal sensors)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--decoder-epochs", type=int, default=300)
     p.add_argument("--rows", nargs="+", default=["ceiling", "trials", "encoder", "decoder"],
@@ -227,7 +233,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--figure", type=Path)
     args = p.parse_args(argv)
-    result = calibrate(args.dataset, args.subject, args.seed, args.decoder_epochs, args.rows)
+    result = calibrate(args.dataset, args.subject, args.seed, args.decoder_epochs, args.rows, args.meg)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_suffix(".tmp")

@@ -64,8 +64,10 @@ def _preset_structure(name: str) -> dict:
     """The version-3 knobs as configs/preset/<name>.yaml sets them (one source of truth)."""
     import yaml
 
+    from prosthesis_sim.data.synth import STRUCTURE
+
     preset = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "preset" / f"{name}.yaml").read_text())
-    return {k: float(preset[k]) for k in ("semantic", "adaptation", "state_gain")}
+    return {k: float(preset[k]) for k in STRUCTURE if k in preset}
 
 
 STRUCTURES = {"off": {}, "things": _preset_structure("things")}
@@ -460,7 +462,7 @@ def main(argv=None) -> int:
                         "every row is fitted afresh and its fit time measured; features stay cached with the data)")
     parser.add_argument("--structure", choices=("off", "things"), default="off",
                         help="the simulated brain's version-3 structure: off (version 2) or as preset=things sets it "
-                        "(configs/preset/things.yaml: semantic, adaptation, state_gain)")
+                        "(configs/preset/things.yaml: semantic, adaptation, state_gain, noise_gain)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--figure", type=Path)

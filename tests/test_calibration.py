@@ -65,3 +65,15 @@ def test_calibration_runs_on_a_synthetic_dataset(tmp_path):
     assert r["encoder"]["top1"] > 3 / 30  # ridge identifies above chance (1/30)
     assert r["decoder"]["n_candidates"] == 30 and 0 <= r["decoder"]["top1"] <= r["decoder"]["top5"] <= 1
     assert (tmp_path / "cal.png").stat().st_size > 10_000
+
+
+def test_calibration_reads_a_meg_dataset(tmp_path):
+    from prosthesis_sim.data.synth import synthesize
+
+    root = synthesize(tmp_path / "m", n_subjects=1, n_train_concepts=20, images_per_concept=2, n_test=12,
+                      train_reps=1, test_reps=6, image_size=48, progress=False, modality="meg", semantic=1,
+                      state_gain=0.1)
+    r = calibration.calibrate(root, rows=("ceiling", "trials", "decoder"), meg=True, decoder_epochs=3, log=lambda m: None)
+    assert r["n_posterior_channels"] > 50 and "encoder" not in r  # CTF occipital + parietal sensors
+    assert 0 < r["ceiling"]["reliability_posterior_peak"] < 1 and 8 <= r["trials"]["alpha_peak_hz"] <= 12
+    assert r["decoder"]["n_candidates"] == 12

@@ -79,3 +79,20 @@ def test_metrics_on_known_signals():
     assert np.isclose(mean["r2"], 0) and mean["pearson"] == 0 and np.isclose(mean["top1"], 1 / 30)
     shifted = lc.metric_samples(truth + 1.0, truth, weights)["value"]  # r ignores the offset, R^2 does not
     assert np.isclose(shifted["pearson"], 1) and shifted["r2"] < 0
+
+
+def test_structure_things_synthesizes_with_the_presets_knobs(tmp_path):
+    """--structure things: the knobs of configs/preset/things.yaml, a folder of its own, version 3 data."""
+    import yaml
+
+    preset = yaml.safe_load((ROOT / "configs" / "preset" / "things.yaml").read_text())
+    knobs = lc.STRUCTURES["things"]
+    assert knobs and all(knobs[k] == float(preset[k]) for k in knobs)
+    settings = dict(images_per_concept=1, n_test=3, train_reps=1, test_reps=2, image_size=32, seed=0,
+                    test_set="fixed", structure=knobs)
+    folder, _ = lc.make_dataset(tmp_path, 4, settings)
+    assert folder != lc.dataset_folder(tmp_path, 4, {**settings, "structure": {}})
+    record = json.loads((folder / "synth.json").read_text())
+    from prosthesis_sim.data.synth import STRUCTURE
+
+    assert record["version"] == 3 and all(record["args"][k] == v for k, v in knobs.items() if v != STRUCTURE[k])
