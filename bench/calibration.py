@@ -190,6 +190,65 @@ def calibrate(root, subject: int = 1, seed: int = 0, decoder_epochs: int = 300, 
     return result
 
 
+# Published values beside which the table sets the simulator's (source; what is not at hand says so).
+PUBLISHED = {
+    "eeg": {
+        "decoder_top1": "NICE 15.6, ATM 28.5, UBP 50.9 % (subject means; Song et al. 2024, Li et al. 2024, Wu et al. 2025)",
+        "decoder_top5": "NICE 42.8, ATM 60.4, UBP 79.7 %",
+        "encoder_top1": "Gifford et al. 2022 (linearising encoders of DNN features): not at hand offline",
+        "reliability": "Gifford et al. 2022 (noise ceiling over time): not at hand offline",
+        "aperiodic": "about 1-2 in scalp EEG (Donoghue et al. 2020; literature range)",
+        "alpha": "8-12 Hz, near 10 Hz in adults (Klimesch 1999; literature range)",
+    },
+    "meg": {
+        "decoder_top1": "UBP 26.7 % (Wu et al. 2025)",
+        "decoder_top5": "UBP 55.2 %",
+        "reliability": "Hebart et al. 2023: not at hand offline",
+        "aperiodic": "literature range as for EEG",
+        "alpha": "8-12 Hz",
+    },
+}
+TABLE_ROWS = (  # (label, section, key, format, published key)
+    ("200-way decoding top-1, test averages (chance 0.5 %)", "decoder", "top1", "pct", "decoder_top1"),
+    ("200-way decoding top-5 (chance 2.5 %)", "decoder", "top5", "pct", "decoder_top5"),
+    ("zero-shot identification, ridge encoder, 200 candidates", "encoder", "top1", "pct", "encoder_top1"),
+    ("split-half reliability of the test averages, posterior peak (latency)", "ceiling", "reliability_posterior_peak",
+     "peak", "reliability"),
+    ("the same, mean over 0-1 s", "ceiling", "reliability_posterior_mean_0_1s", "f3", "reliability"),
+    ("single-trial evoked SNR (RMS of the ERP 0-0.5 s / noise sd)", "trials", "evoked_snr", "f3", None),
+    ("single-trial image-specific SNR (variance ratio)", "trials", "image_specific_snr", "f3", None),
+    ("aperiodic exponent of the residual spectrum (2-40 Hz)", "trials", "aperiodic_exponent", "f2", "aperiodic"),
+    ("alpha peak (height over the aperiodic fit)", "trials", "alpha_peak_hz", "alpha", "alpha"),
+)
+
+
+def _cell(result: dict, section: str, key: str, fmt: str) -> str:
+    part = result.get(section)
+    if part is None:
+        return "not run"
+    v = part[key]
+    if fmt == "pct":
+        lo, hi = part[f"{key}_ci"]
+        return f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+    if fmt == "peak":
+        return f"{v:.3f} ({1000 * part['reliability_posterior_peak_s']:.0f} ms)"
+    if fmt == "alpha":
+        return f"{v:.0f} Hz (+{part['alpha_peak_over_aperiodic_db']:.1f} dB)"
+    return f"{v:.{fmt[1]}f}"
+
+
+def table(results: list[dict], labels: list[str], modality: str = "eeg") -> str:
+    """A markdown table: one row per statistic, the published value, then one column per run."""
+    published = PUBLISHED[modality]
+    lines = ["| statistic | published | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for label, section, key, fmt, pub in TABLE_ROWS:
+        if all(section not in r for r in results):
+            continue
+        cells = [_cell(r, section, key, fmt) for r in results]
+        lines.append(f"| {label} | {published.get(pub, '—') if pub else '—'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def figure(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -223,7 +282,10 @@ def figure(result: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", type=Path, nargs="?")
+    p.add_argument("--table", type=Path, nargs="+", metavar="JSON",
+                   help="compute nothing: print the markdown table of earlier --json runs (columns in this order)")
+    p.add_argument("--labels", nargs="+", help="column names for --table (default: the JSON files' names)")
     p.add_argument("--subject", type=int, default=1)
     p.add_argument("--meg", action="store_true", help="a THINGS-MEG-format dataset (posterior: CTF occipital and parietal sensors)")
     p.add_argument("--seed", type=int, default=0)
@@ -233,6 +295,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--figure", type=Path)
     args = p.parse_args(argv)
+    if args.table:
+        results = [json.loads(path.read_text()) for path in args.table]
+        print(table(results, args.labels or [path.stem for path in args.table], "meg" if args.meg else "eeg"))
+        return 0
+    if args.dataset is None:
+        p.error("a DATASET folder (or --table JSON ...) is required")
     result = calibrate(args.dataset, args.subject, args.seed, args.decoder_epochs, args.rows, args.meg)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
