@@ -256,7 +256,7 @@ def figure(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     c = result["ceiling"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     t = np.array(c["curve_times"]) * 1000
     axes[0].plot(t, c["curve_posterior"], label=f"split-half reliability (Spearman-Brown), {result['n_posterior_channels']} posterior sensors")
     axes[0].plot(t, c["curve_all"], label="the same, all sensors", alpha=0.7)
@@ -265,7 +265,7 @@ def figure(result: dict, path: Path) -> None:
         axes[0].plot(t, result["encoder"]["curve_encoding_r"], label="ridge encoding r, posterior sensors")
     axes[0].set(xlabel="time after onset (ms)", ylabel="r across the test images",
                 title=f"test averages of {c['n_repetitions']} repetitions, {c['n_images']} images")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     if "trials" in result:
         s = result["trials"]
         f, p = np.array(s["spectrum_hz"]), np.array(s["spectrum_power"])
@@ -298,6 +298,8 @@ def main(argv=None) -> int:
     if args.table:
         results = [json.loads(path.read_text()) for path in args.table]
         print(table(results, args.labels or [path.stem for path in args.table], "meg" if args.meg else "eeg"))
+        if args.figure:  # the last run's curves
+            figure(results[-1], args.figure)
         return 0
     if args.dataset is None:
         p.error("a DATASET folder (or --table JSON ...) is required")

@@ -164,9 +164,10 @@ def test_things_presets_turn_the_structure_on():
         default = compose("synth", overrides=["out=x"])
         eeg = compose("synth", overrides=["out=x", "preset=things"])
         meg = compose("synth", overrides=["out=x", "preset=things_meg"])
-    assert (default.semantic, default.adaptation, default.state_gain) == (0, 0, 0)
-    assert (eeg.semantic, eeg.adaptation, eeg.state_gain, eeg.n_train_concepts, eeg.test_reps) == (1, 0.3, 0.1, 1654, 80)
-    assert (meg.semantic, meg.adaptation, meg.state_gain, meg.modality) == (1, 0, 0.1, "meg")
+    assert (default.semantic, default.adaptation, default.state_gain, default.noise_gain) == (0, 0, 0, 1)
+    assert (eeg.semantic, eeg.adaptation, eeg.state_gain, eeg.noise_gain, eeg.n_train_concepts, eeg.test_reps) == \
+        (1, 0.3, 0.1, 2.0, 1654, 80)
+    assert (meg.semantic, meg.adaptation, meg.state_gain, meg.noise_gain, meg.modality) == (1, 0, 0.1, 3.0, "meg")
 
 
 def test_noise_gain_scales_the_single_trial_noise_only(tmp_path):
