@@ -39,8 +39,10 @@ leave-one-out), ``kernel_ridge`` (RBF kernel ridge on the same standardised Gabo
 gamma chosen by grouped (concept) k-fold cross-validation on the training images only),
 ``dit_residual`` (configs/encoder/dit_residual.yaml on the CPU with a step budget, its residual gain
 validated on ``--dit-validation-fraction`` of the training concepts; the gain is reported) and
-``dit_trials`` (listed as not run: single-trial realism needs a separate fit on single trials, four
-times the rows, and a classifier two-sample test: not cheap on a CPU; see bench/trial_steps.py).
+``dit_trials`` (not an expected response: ``trial_realism`` fits configs/encoder/dit_trials.yaml on the
+single training trials with the same step budget and scores its test trials by the classifier
+two-sample test beside the cross-spectral and white-in-time baselines; above --dit-max-concepts it is
+listed as not run, like dit_residual).
 """
 from __future__ import annotations
 
@@ -73,9 +75,9 @@ def _preset_structure(name: str) -> dict:
 STRUCTURES = {"off": {}, "things": _preset_structure("things")}
 ROWS = ("mean_erp", "ridge", "kernel_ridge", "dit_residual", "dit_trials")
 METRICS = (("r2", "R^2 vs truth"), ("pearson", "across-image r"), ("top1", "top-1"))
-NOT_RUN = {"dit_trials": "single-trial realism needs its own fit on single trials (dataset.average_train=false: "
-                         "4x the training rows) and the classifier two-sample test; not cheap on a CPU "
-                         "(bench/trial_steps.py does it for a saved dit_trials encoder)"}
+NOT_RUN: dict[str, str] = {}  # rows listed but not fitted (none now)
+TRIAL_ROWS = ("generated", "baseline: mean + cross-spectral noise", "baseline: mean + spatial noise",
+              "measured halves (reference)")
 KRR_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 KRR_GAMMA_FACTORS = (1 / 16, 1 / 4, 1.0, 4.0)  # x 1 / median squared distance between training images
 
@@ -296,6 +298,48 @@ def fit_row(name: str, data, settings: dict):
     raise ValueError(f"unknown row {name!r}; rows: {', '.join(ROWS)}")
 
 
+def trial_realism(folder: Path, settings: dict) -> dict:
+    """dit_trials fitted on the single training trials (the step budget of --dit-steps), its trials
+    for the test images scored by the classifier two-sample test against the measured test trials
+    (``eval.single_trials``: 0.5 = indistinguishable), beside the cross-spectral and white-in-time
+    Gaussian baselines and the measured halves. The difference generated - cross-spectral gets a normal
+    interval from the binomial standard errors of the two accuracies over the trials classified
+    (conservative: both rows share the measured trials, so their errors correlate positively)."""
+    import torch
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    import prosthesis_sim as psim
+    from prosthesis_sim.eval.single_trials import evaluate_single_trials
+    from prosthesis_sim.evaluate import load_test_images
+
+    torch.set_num_threads(settings.get("torch_threads", 1))
+    seed, batch, frac = settings["seed"], 64, settings["dit_validation_fraction"]
+    data = psim.load_dataset(folder, average_train=False)
+    n_rows = int(data.train.shape[0] * data.train.shape[1] * (1 - frac))
+    epochs = max(1, math.ceil(settings["dit_steps"] / math.ceil(n_rows / batch)))
+    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
+        cfg = compose("train", overrides=["encoder=dit_trials", "train.checkpoint_dir=null", f"train.epochs={epochs}",
+                                          f"train.batch_size={batch}", f"seed={seed}", "encoder.device=cpu",
+                                          f"encoder.validation_fraction={frac}"])
+    began = time.perf_counter()
+    enc, mean = instantiate(cfg.encoder), instantiate(cfg.single_trials.mean)
+    enc.fit(data)
+    mean.fit(data)
+    fit_s = time.perf_counter() - began
+    metrics, _ = evaluate_single_trials(enc, mean, data, load_test_images(data), seed=seed)
+    acc = {name: float(metrics[name]["two_sample_accuracy"]) for name in TRIAL_ROWS}
+    n = 2 * data.test_repetitions().shape[0] * data.test_repetitions().shape[1]  # trials classified per row
+    se = {k: math.sqrt(max(a * (1 - a), 1e-12) / n) for k, a in acc.items()}
+    diff = acc["generated"] - acc["baseline: mean + cross-spectral noise"]
+    half = 1.96 * math.sqrt(se["generated"] ** 2 + se["baseline: mean + cross-spectral noise"] ** 2)
+    return {"fit_s": fit_s, "epochs": epochs, "steps": epochs * math.ceil(n_rows / batch),
+            "n_train_trials": int(data.train.shape[0] * data.train.shape[1]), "n_trials_classified": n,
+            "accuracy": acc, "log_spectral_distance_db": {k: float(metrics[k]["log_spectral_distance_db"]) for k in TRIAL_ROWS},
+            "generated_minus_cross_spectral": {"value": diff, "ci": [diff - half, diff + half],
+                                               "resolved": not (diff - half <= 0 <= diff + half)}}
+
+
 def learning_curve(concepts, rows, out, images_per_concept=8, n_test=200, train_reps=4, test_reps=4,
                    image_size=128, seed=0, test_set="fixed", dit_steps=1500, dit_validation_fraction=0.1,
                    krr_folds=3, krr_cv_max_images=3200, n_resamples=N_RESAMPLES, model_cache=None,
@@ -328,6 +372,15 @@ def learning_curve(concepts, rows, out, images_per_concept=8, n_test=200, train_
         for name in rows:
             if name in NOT_RUN:
                 size["not_run"][name] = NOT_RUN[name]
+                continue
+            if name == "dit_trials":  # realism, not an expected response: scored on its own (trial_realism)
+                if dit_max_concepts is not None and n_concepts > dit_max_concepts:
+                    size["not_run"][name] = f"DiT training skipped above --dit-max-concepts {dit_max_concepts} (CPU time)"
+                    continue
+                size["trials"] = trial_realism(folder, settings)
+                t = size["trials"]
+                log(f"  dit_trials: fit {t['fit_s']:.0f} s, two-sample accuracy {t['accuracy']['generated']:.3f} vs "
+                    f"cross-spectral {t['accuracy']['baseline: mean + cross-spectral noise']:.3f}")
                 continue
             if name == "dit_residual" and dit_max_concepts is not None and n_concepts > dit_max_concepts:
                 size["not_run"][name] = (f"DiT training skipped above --dit-max-concepts {dit_max_concepts} "
@@ -394,6 +447,14 @@ def print_table(result: dict) -> None:
         if krr:
             print(f"kernel_ridge at {size['n_train_concepts']}: alpha {krr['alpha']}, gamma {krr['gamma_factor']} / "
                   f"median sq. distance, {krr['cv_folds']}-fold concept CV on {krr['cv_images']} training images")
+        t = size.get("trials")
+        if t:
+            d = t["generated_minus_cross_spectral"]
+            print(f"dit_trials at {size['n_train_concepts']}: {t['steps']} steps on {t['n_train_trials']} single trials; "
+                  "two-sample accuracy (0.5: indistinguishable; " + ", ".join(
+                      f"{k} {v:.3f}" for k, v in t["accuracy"].items()) +
+                  f"); generated - cross-spectral {d['value']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+                  + (" *" if d["resolved"] else "") + f" over {t['n_trials_classified']} trials per row")
         dit = size["rows"].get("dit_residual")
         if dit:
             g = dit["gain_validation"]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def test_learning_curve_tiny(tmp_path):
     out = tmp_path / "json"
     argv = ["--concepts", "12", "24", "--images-per-concept", "4", "--n-test", str(N_TEST), "--train-reps", "2",
             "--test-reps", "2", "--image-size", "32", "--rows", "mean_erp", "ridge", "kernel_ridge", "dit_trials",
-            "--out", str(tmp_path / "data"), "--n-resamples", "500", "--json", str(out)]
+            "--out", str(tmp_path / "data"), "--n-resamples", "500", "--json", str(out), "--dit-max-concepts", "1"]
     assert lc.main(argv) == 0
     result = json.loads(out.read_text())
     sizes = result["sizes"]
@@ -96,3 +97,20 @@ def test_structure_things_synthesizes_with_the_presets_knobs(tmp_path):
     from prosthesis_sim.data.synth import STRUCTURE
 
     assert record["version"] == 3 and all(record["args"][k] == v for k, v in knobs.items() if v != STRUCTURE[k])
+
+
+@pytest.mark.slow
+def test_trial_realism_scores_dit_trials_beside_its_baselines(tmp_path):
+    """The dit_trials row on a tiny dataset (40 optimiser steps): every accuracy is a two-sample accuracy,
+    the white-in-time baseline is told apart, the measured halves are not, and the difference with the
+    cross-spectral baseline carries an interval."""
+    settings = dict(images_per_concept=2, n_test=16, train_reps=4, test_reps=8, image_size=32, seed=0,
+                    test_set="fixed", dit_steps=40, dit_validation_fraction=0.1)
+    folder, _ = lc.make_dataset(tmp_path, 20, settings)
+    t = lc.trial_realism(folder, settings)
+    acc = t["accuracy"]
+    assert set(acc) == set(lc.TRIAL_ROWS) and all(0 <= a <= 1 for a in acc.values())
+    assert acc["baseline: mean + spatial noise"] > 0.8 and acc["measured halves (reference)"] < 0.7, acc
+    d = t["generated_minus_cross_spectral"]
+    assert d["ci"][0] < d["value"] < d["ci"][1] and t["n_trials_classified"] == 2 * 16 * 8
+    assert t["n_train_trials"] == 20 * 2 * 4 and t["steps"] >= 40
