@@ -67,6 +67,7 @@ def test_calibration_runs_on_a_synthetic_dataset(tmp_path):
     assert (tmp_path / "cal.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_calibration_reads_a_meg_dataset(tmp_path):
     from prosthesis_sim.data.synth import synthesize
 
