@@ -47,6 +47,7 @@ def test_single_trial_statistics_recover_a_built_spectrum_and_snr():
     assert abs(s["image_specific_snr"]) < 0.02  # every image evokes the same: nothing image-specific
 
 
+@pytest.mark.slow
 def test_calibration_runs_on_a_synthetic_dataset(tmp_path):
     from prosthesis_sim.data.synth import synthesize
 

@@ -140,6 +140,7 @@ def test_high_alpha_trials_have_smaller_responses(rsvp):
     assert stats.spearmanr(state, np.log(power.mean((-1, -2))).ravel()).statistic > 0.25
 
 
+@pytest.mark.slow
 def test_truth_is_the_average_with_every_structure_on(tmp_path):
     root = synthesize(tmp_path / "d", n_test=12, test_reps=240, semantic=1, adaptation=0.3, state_gain=0.1,
                       **BASE)
