@@ -43,6 +43,8 @@ import scipy.signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prosthesis_sim.metrics import _spearman_brown_ceiling, across_image_r  # noqa: E402
+
 # Gifford et al.'s 17 occipito-parietal channels (tests/fixtures/nice.py)
 POSTERIOR = ("P7", "P5", "P3", "P1", "Pz", "P2", "P4", "P6", "P8", "PO7", "PO3", "POz", "PO4", "PO8", "O1", "Oz", "O2")
 MEG_POSTERIOR = ("MLO", "MRO", "MZO", "MLP", "MRP", "MZP")  # CTF occipital and parietal sensors
@@ -50,21 +52,13 @@ ALPHA_BAND = (7.0, 14.0)
 APERIODIC_BAND = (2.0, 40.0)
 
 
-def _corr_over_images(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(channels, times): Pearson r across images (axis 0) of a and b, each (images, channels, times)."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    return (a * b).sum(0) / np.sqrt((a**2).sum(0) * (b**2).sum(0) + 1e-30)
-
-
 def noise_ceiling(test: np.ndarray, times: np.ndarray, chans: list[int]) -> dict:
     """Split-half reliability over time of the test averages, Spearman-Brown corrected to all
     repetitions (``reliability_*``), and the noise ceiling of a model's r against the full average,
     its square root (``ceiling_*``): what a perfect encoder would reach."""
     half = test.shape[1] // 2
-    r = _corr_over_images(test[:, :half].mean(1), test[:, half : 2 * half].mean(1))
-    reliability = 2 * r / (1 + r)  # Spearman-Brown: reliability of the full average
-    ceiling = np.sqrt(np.clip(reliability, 0, None))
+    r = across_image_r(test[:, :half].mean(1).astype(np.float64), test[:, half : 2 * half].mean(1).astype(np.float64))
+    ceiling, reliability = _spearman_brown_ceiling(r)  # reliability of the full average, and its square root
     post, every = reliability[chans].mean(0), reliability.mean(0)
     ceil_post = ceiling[chans].mean(0)
     early = (times >= 0) & (times < 0.05)
@@ -123,7 +117,7 @@ def encoder_identification(data, seed: int, chans: list[int], ceiling: dict) -> 
         generated = enc.generate(load_test_images(data), seed=seed, paths=data.test_images, cache_dir=data.cache_dir)
     measured = data.test_average()
     ids = identify_sets(measured, generated, ks=(1, 5))
-    r = _corr_over_images(generated.astype(np.float64), measured.astype(np.float64))[chans].mean(0)
+    r = across_image_r(generated.astype(np.float64), measured.astype(np.float64))[chans].mean(0)
     peak = int(r.argmax())
     return {"fit_s": time.perf_counter() - began, "n_candidates": len(measured),
             "top1": float(ids["top1"].mean()), "top1_ci": _interval(ids["top1"]),
@@ -134,25 +128,25 @@ def encoder_identification(data, seed: int, chans: list[int], ceiling: dict) -> 
 
 
 def decoder_identification(data, seed: int, epochs: int) -> dict:
-    """200-way top-1 / top-5 of the toolkit's contrastive decoder, NICE's protocol (test averages)."""
+    """200-way top-1 / top-5 of the toolkit's contrastive decoder (configs/decoder/embedding.yaml, its
+    target space Gabor features), NICE's protocol: each test average among the 200 test images, ranked
+    as psim-eval ranks them (``eval.decodability``)."""
     import torch
     from hydra.utils import instantiate
 
     import prosthesis_sim as psim
-    from prosthesis_sim.decoders.embedding import EmbeddingDecoder
-    from prosthesis_sim.eval.identify import identify
+    from prosthesis_sim.eval.decodability import identification_per_image
 
     torch.manual_seed(seed)
-    features = instantiate(psim.config("loop", [f"seed={seed}"]).features)  # Gabor: the weight-free default
-    dec = EmbeddingDecoder(features, epochs=epochs, seed=seed, progress=False)
+    cfg = psim.config("loop", ["decoder=embedding", "features@decoder_features=gabor", f"decoder.epochs={epochs}",
+                               f"seed={seed}"])
+    dec = instantiate(cfg.decoder)
     began = time.perf_counter()
     dec.fit(data)
-    emb = dec.embed(data.test_average())
-    gallery = dec.embed_files(data.test_images, cache_dir=data.cache_dir)
-    sim = emb @ gallery.T
-    ids = identify(sim, ks=(1, 5))
-    return {"fit_s": time.perf_counter() - began, "features": type(features).__name__,
-            "best_epochs": dec.best_epochs, "n_candidates": len(sim),
+    ids = identification_per_image(dec.embed(data.test_average()),
+                                   dec.embed_files(data.test_images, cache_dir=data.cache_dir))
+    return {"fit_s": time.perf_counter() - began, "features": type(dec.features).__name__,
+            "best_epochs": dec.best_epochs, "n_candidates": len(ids["top1"]),
             "top1": float(ids["top1"].mean()), "top1_ci": _interval(ids["top1"]),
             "top5": float(ids["top5"].mean()), "top5_ci": _interval(ids["top5"])}
 

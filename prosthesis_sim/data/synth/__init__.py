@@ -179,19 +179,16 @@ def synthesize(
             if s not in todo:  # written by an earlier, interrupted run (each subject's rng is its own)
                 continue
             for split, (drives, lags), reps, per_concept, fields in splits:
-                result = _simulate_split(seed, s, split, subject, drives, lags, reps, bar,
-                                         fields if retinotopy else None, truth=split == "test",
-                                         parts=test_parts if split == "test" else None, attrs=attrs[split],
-                                         adaptation=adaptation if modality == "eeg" else 0.0, state_gain=state_gain,
-                                         noise_gain=noise_gain)
-                data, *rest = result if isinstance(result, tuple) else (result,)
+                data, truth, components, context = _simulate_split(
+                    seed, s, split, subject, drives, lags, reps, bar, fields if retinotopy else None,
+                    truth=split == "test", parts=test_parts if split == "test" else None, attrs=attrs[split],
+                    adaptation=adaptation if modality == "eeg" else 0.0, state_gain=state_gain, noise_gain=noise_gain)
                 folder = out / f"sub-{s + 1:02d}"
-                if split == "test":
-                    truth, components, *rest = rest
+                if truth is not None:
                     atomic_save_npy(folder / TRUTH_FILE, truth)
                     atomic_save_npz(folder / COMPONENTS_FILE, components)
-                if rest:  # the trials' context
-                    atomic_save_npz(folder / TRIALS_FILE.format(split=split), rest[0], keep_dtype=True)
+                if context is not None:
+                    atomic_save_npz(folder / TRIALS_FILE.format(split=split), context, keep_dtype=True)
                 rec.write(folder, split, data, per_concept)
                 del data
             record["done"]["subjects"].append(s + 1)

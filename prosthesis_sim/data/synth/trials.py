@@ -23,14 +23,15 @@ def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np
                     reps: int, bar, fields: np.ndarray | None = None, truth: bool = False,
                     parts: dict[str, np.ndarray] | None = None, attrs: np.ndarray | None = None,
                     adaptation: float = 0.0, state_gain: float = 0.0, noise_gain: float = 1.0):
-    """(n_images, reps, n_channels, n_times) float32 single trials, simulated in chunks of trials.
+    """(trials, truth, components, context): (n_images, reps, n_channels, n_times) float32 single trials,
+    simulated in chunks of trials, and what was asked for beside them (None otherwise).
     ``fields``: per image the visual-field activations of the retinotopic sources (None: none);
     ``attrs``: per image the category attributes of the category sources (None: none).
-    ``truth``: also return each image's noise-free expected response (n_images, n_channels, n_times),
+    ``truth``: also each image's noise-free expected response (n_images, n_channels, n_times),
     what an infinite number of repetitions would average to (``_expected``); with the drives' ``parts``
     (``_Brain.drive_parts``) also its components (early, concept, nonlinear, [semantic,] retinotopic,
     shared: the ERP and the RSVP neighbours), each (n_images, n_channels, n_times), which sum to it.
-    ``adaptation`` and ``state_gain`` (``_trials``) also return each trial's context: ``previous`` (the
+    ``adaptation`` and ``state_gain`` (``_trials``) also give each trial's context: ``previous`` (the
     row of the image shown 200 ms before, -1 without adaptation), ``similarity`` (``_similarity`` of
     the two, NaN without) and ``alpha_state`` (0 without), each (n_images, reps)."""
     def part(a, idx):
@@ -72,12 +73,8 @@ def _simulate_split(seed: int, s: int, split: str, subject: _Subject, drives: np
                 out = components.setdefault(name, np.empty_like(expected))
                 out[sl] = _expected(resp, pool if name == "shared" else None, subject, scale, own_gain)
         bar.update(len(own))
-    result = (data,)
-    if truth:
-        result += (expected, components) if parts is not None else (expected,)
-    if adapt or state_gain:
-        result += (context,)
-    return result[0] if len(result) == 1 else result
+    return (data, expected, components if truth and parts is not None else None,
+            context if adapt or state_gain else None)
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -126,12 +123,8 @@ def _trials(rng: np.random.Generator, own: np.ndarray, reps: int, pool: np.ndarr
     alpha = _alpha(rng, n, subject)
     if state_gain:
         alpha *= np.exp(ALPHA_STATE_SD * state - ALPHA_STATE_SD**2).astype(np.float32)[:, None, None]
-    if noise_gain == 1.0:
-        x += subject.noise_sd * (rec.pink_sd * pink + alpha)
-        x += rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
-    else:
-        x += noise_gain * subject.noise_sd * (rec.pink_sd * pink + alpha)
-        x += noise_gain * rec.white_sd * rng.standard_normal(x.shape, dtype=np.float32)
+    x += (noise_gain * subject.noise_sd) * (rec.pink_sd * pink + alpha)  # 1.0 x a float is exact: version 2's bytes
+    x += (noise_gain * rec.white_sd) * rng.standard_normal(x.shape, dtype=np.float32)
     return rec.preprocess(x), previous, state
 
 
