@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+CHUNK = 2048  # trials per step of the spectral transforms (a bounded working set; results do not depend on it)
+
 
 def zca_whitening(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ZCA whitening and colouring matrices (channels x channels) of ``target`` (..., channels, times)
@@ -34,9 +36,13 @@ def spectral_whitening(target: np.ndarray, shrinkage: float = 1e-3, rtol: float 
     cross-spectra rather than a shrunken, wrongly coloured noise. Directions with (almost) no power
     (the average reference's null direction) are mapped to 0 both ways, so coloured samples stay
     in the data's subspace."""
-    x = target.reshape(-1, *target.shape[-2:]).astype(np.float64)
-    spec = np.fft.rfft(x, axis=-1, norm="ortho")  # (n, channels, freqs); unit-variance white noise -> E|X|^2 = 1
-    cross = np.einsum("ncf,ndf->fcd", spec, spec.conj()) / len(x)
+    x = target.reshape(-1, *target.shape[-2:])
+    n_ch, n_t = x.shape[1:]
+    cross = np.zeros((n_t // 2 + 1, n_ch, n_ch), np.complex128)
+    for i in range(0, len(x), CHUNK):  # in float64 chunks: THINGS-size single trials are 3 GB in float32
+        spec = np.fft.rfft(x[i:i + CHUNK].astype(np.float64), axis=-1, norm="ortho")  # white noise -> E|X|^2 = 1
+        cross += np.einsum("ncf,ndf->fcd", spec, spec.conj())
+    cross /= len(x)
     white = np.zeros_like(cross)
     colour = np.zeros_like(cross)
     for f, s in enumerate(cross):
@@ -51,9 +57,14 @@ def spectral_whitening(target: np.ndarray, shrinkage: float = 1e-3, rtol: float 
 def apply_spectral(matrices: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``x`` (..., channels, times) with each frequency's channels mixed by ``matrices`` (freqs, channels,
     channels), e.g. ``spectral_whitening``'s W or C."""
-    spec = np.fft.rfft(np.asarray(x, np.float32), axis=-1, norm="ortho")
-    return np.fft.irfft(np.einsum("fcd,...df->...cf", matrices, spec), n=x.shape[-1], axis=-1,
-                        norm="ortho").astype(np.float32)
+    x = np.asarray(x)
+    flat = x.reshape(-1, *x.shape[-2:])
+    out = np.empty(flat.shape, np.float32)
+    for i in range(0, len(flat), CHUNK):  # chunked: the complex spectra of all trials at once are 2x their size
+        spec = np.fft.rfft(np.asarray(flat[i:i + CHUNK], np.float32), axis=-1, norm="ortho")
+        out[i:i + CHUNK] = np.fft.irfft(np.einsum("fcd,ndf->ncf", matrices, spec), n=x.shape[-1], axis=-1,
+                                        norm="ortho")
+    return out.reshape(x.shape)
 
 
 def trial_residuals(trials: np.ndarray) -> np.ndarray:
