@@ -134,10 +134,33 @@ def test_high_alpha_trials_have_smaller_responses(rsvp):
     state = np.load(on / "sub-01" / "synthetic_trials_test.npz")["alpha_state"].ravel()
     assert stats.spearmanr(state, _amplitude(on).ravel()).statistic < -0.3
     assert abs(stats.spearmanr(state, _amplitude(off).ravel()).statistic) < 0.15
-    x = _eeg(on)  # the state is visible in the recording itself: alpha power (8-12 Hz, image mean removed)
-    f = np.fft.rfftfreq(x.shape[-1], 1 / 250)
+    # the state is visible in the recording itself: alpha power (8-12 Hz, image mean removed)
+    assert stats.spearmanr(state, _alpha_power(_eeg(on), 250).ravel()).statistic > 0.25
+
+
+def _alpha_power(x: np.ndarray, sfreq: float) -> np.ndarray:
+    """(images, reps): each trial's log alpha power (8-12 Hz), its image's mean removed."""
+    f = np.fft.rfftfreq(x.shape[-1], 1 / sfreq)
     power = (np.abs(np.fft.rfft(x - x.mean(axis=1, keepdims=True), axis=-1)) ** 2)[..., (f >= 8) & (f <= 12)]
-    assert stats.spearmanr(state, np.log(power.mean((-1, -2))).ravel()).statistic > 0.25
+    return np.log(power.mean((-1, -2)))
+
+
+def test_the_loader_reads_each_trials_context_in_the_trials_order(rsvp):
+    """BrainDataset.trial_context: what a conditional trial model may read. Read back by the project's
+    loader, it lines up with the loaded trials (the alpha state with each trial's alpha power)."""
+    from prosthesis_sim.data.things_eeg2 import load_things_eeg2
+
+    on, off = rsvp
+    data = load_things_eeg2(on, subject=1, average_train=False, average_test=False)
+    ctx = data.trial_context
+    assert set(ctx) == {"train", "test"} and set(ctx["test"]) == {"previous", "similarity", "alpha_state"}
+    assert ctx["test"]["alpha_state"].shape == data.test_repetitions().shape[:2]
+    assert ctx["train"]["previous"].shape == data.train.shape[:2]
+    state = ctx["test"]["alpha_state"].ravel()
+    assert stats.spearmanr(state, _alpha_power(data.test_repetitions(), data.sfreq).ravel()).statistic > 0.25
+    averaged = load_things_eeg2(on, subject=1)  # the context still describes the single trials in the files
+    np.testing.assert_array_equal(averaged.trial_context["train"]["alpha_state"], ctx["train"]["alpha_state"])
+    assert load_things_eeg2(off, subject=1).trial_context is None  # no knob on: no context written or read
 
 
 @pytest.mark.slow
@@ -156,6 +179,11 @@ def test_meg_has_state_but_no_rsvp_adaptation(tmp_path):
     context = np.load(root / "sub-01" / "synthetic_trials_test.npz")
     assert (context["previous"] == -1).all() and np.isnan(context["similarity"]).all()
     assert context["alpha_state"].std() > 0.5
+    from prosthesis_sim.data.things_meg import load_things_meg
+
+    data = load_things_meg(root, subject=1, average_test=False)
+    np.testing.assert_array_equal(data.trial_context["test"]["alpha_state"], context["alpha_state"])
+    assert data.trial_context["train"]["alpha_state"].shape == data.train.shape[:2]
 
 
 def test_things_presets_turn_the_structure_on():

@@ -13,6 +13,7 @@ import numpy as np
 TRUTH_FILE = "synthetic_truth_test.npy"
 #: the same truth split by component (early, concept, nonlinear, retinotopic, shared), arrays that sum to it
 COMPONENTS_FILE = "synthetic_truth_components_test.npz"
+TRIALS_FILE = "synthetic_trials_{split}.npz"  # psim-synth's per-trial context (preceding image, alpha state)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,11 @@ class BrainDataset:
     test_truth: np.ndarray | None = field(default=None, repr=False)
     #: synthetic data only: ``test_truth`` by component (``read_truth_components``), for psim-eval's capture table
     test_truth_components: dict | None = field(default=None, repr=False)
+    #: synthetic data with adaptation or state gain: per split ("train", "test"), each single trial's
+    #: preceding image ("previous", an index into the split's images), the brain's similarity to it and
+    #: the pre-stimulus alpha state, (n_images, n_repetitions) each (``read_trial_context``). What a
+    #: conditional trial model may read: a real recording has the presentation order too.
+    trial_context: dict | None = field(default=None, repr=False)
 
     @classmethod
     def from_trials(cls, train: np.ndarray, test: np.ndarray, average_train: bool, average_test: bool,
@@ -203,7 +209,12 @@ class Normalizer:
         return cls(mean, std)
 
     def __call__(self, signals: np.ndarray) -> np.ndarray:
-        return ((signals - self.mean) / self.std).astype(np.float32)
+        if np.ndim(signals) < 3:
+            return ((signals - self.mean) / self.std).astype(np.float32)
+        out = np.empty(np.shape(signals), np.float32)
+        for i in range(0, len(out), 256):  # by blocks of images: no full-size temporaries at THINGS size
+            out[i:i + 256] = (signals[i:i + 256] - self.mean) / self.std
+        return out
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         return (z * self.std + self.mean).astype(np.float32)
@@ -245,6 +256,26 @@ def read_truth_components(folder: Path, truth: np.ndarray | None, crop: slice = 
     if bad:
         raise ValueError(f"{path}: components of shape {bad}, expected {truth.shape} as the truth beside it; re-run psim-synth")
     return parts
+
+
+def read_trial_context(folder: Path, train_shape: tuple, test_shape: tuple) -> dict | None:
+    """``<folder>/synthetic_trials_{training,test}.npz`` (psim-synth with adaptation or state_gain) as
+    {"train": {...}, "test": {...}}, each array (n_images, n_repetitions) of the single trials in the
+    files beside it (also when they were loaded averaged: ``*_shape`` with one repetition), or None when
+    the folder has none."""
+    out = {}
+    for split, name, shape in (("train", "training", train_shape), ("test", "test", test_shape)):
+        path = Path(folder) / TRIALS_FILE.format(split=name)
+        if not path.is_file():
+            return None
+        with np.load(path) as f:
+            out[split] = {k: np.asarray(f[k]) for k in f.files}
+        bad = {k: v.shape for k, v in out[split].items()
+               if v.ndim != 2 or v.shape[0] != shape[0] or shape[1] not in (1, v.shape[1])}
+        if bad:
+            raise ValueError(f"{path}: arrays of shape {bad}, expected {tuple(shape[:2])} (images x repetitions of "
+                             "the single trials beside it); re-run psim-synth")
+    return out
 
 
 def to_float32(data: np.ndarray, average: bool = False) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import BrainDataset, declare_epoch, make_info, read_truth, read_truth_components, to_float32
+from .dataset import BrainDataset, declare_epoch, make_info, read_trial_context, read_truth, read_truth_components, to_float32
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,7 @@ def load_things_eeg2(
         train_concepts=train_concepts, test_concepts=test_concepts, subject=sub, description=description,
         test_truth=(truth := read_truth(root / sub, test.shape)),
         test_truth_components=read_truth_components(root / sub, truth),
+        trial_context=read_trial_context(root / sub, train.shape, test.shape),
     ), tmin, tmax, sfreq_out)
 
 

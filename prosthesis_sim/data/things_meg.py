@@ -15,7 +15,7 @@ import mne
 import numpy as np
 from mne.io.constants import FIFF
 
-from .dataset import BrainDataset, declare_epoch, read_truth, read_truth_components, to_float32
+from .dataset import BrainDataset, declare_epoch, read_trial_context, read_truth, read_truth_components, to_float32
 from .things_eeg2 import (DataFormatError, _align_times, _image_lists, check_finite, image_folder,
                           read_pickled_dict, subject_dir_name)
 
@@ -179,6 +179,7 @@ def load_things_meg(
         test_images=test_images, train_concepts=train_concepts, test_concepts=test_concepts, subject=sub,
         description=f"{description}, {sfreq:g} Hz", test_truth=(truth := read_truth(root / sub, test.shape, slice(first, None))),
         test_truth_components=read_truth_components(root / sub, truth, slice(first, None)),
+        trial_context=read_trial_context(root / sub, train.shape, test.shape),
     ), tmin, tmax, sfreq_out)
 
 

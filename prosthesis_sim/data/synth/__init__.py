@@ -31,8 +31,7 @@ from .trials import _simulate_split
 VERSION = 3  # 2: retinotopic sources (retinotopy=False: version 1); 3: semantics, adaptation, state (all 0: version 2)
 STRUCTURE = {"semantic": 0.0, "adaptation": 0.0, "state_gain": 0.0, "noise_gain": 1.0}  # version 3's knobs and
 # their version-2 values; recorded in synth.json only when set otherwise
-from ..dataset import COMPONENTS_FILE, TRUTH_FILE  # each test image's noise-free expected response, by component
-TRIALS_FILE = "synthetic_trials_{split}.npz"  # with adaptation or state_gain: each trial's preceding image and alpha state
+from ..dataset import COMPONENTS_FILE, TRIALS_FILE, TRUTH_FILE  # the truth, by component; each trial's context
 
 
 def version_for(args: dict) -> int:
