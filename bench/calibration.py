@@ -96,11 +96,16 @@ def single_trial(test: np.ndarray, times: np.ndarray, sfreq: float, chans: list[
             "spectrum_hz": f.tolist(), "spectrum_power": p.tolist()}
 
 
-def _interval(values: np.ndarray, seed: int = 0, n: int = 2000) -> list[float]:
-    """95 % percentile bootstrap interval of the mean over items."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(len(values), size=(n, len(values)))].mean(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+def _identification(ids: dict) -> dict:
+    """Top-1 / top-5 with 95 % bootstrap intervals over the test images (``eval.intervals``), and the
+    per-image hits, so that two runs on the same images can be compared paired."""
+    from prosthesis_sim.eval.intervals import mean_interval
+
+    out = {}
+    for k in ("top1", "top5"):
+        value, low, high = mean_interval(ids[k])
+        out.update({k: value, f"{k}_ci": [low, high], f"{k}_per_image": np.asarray(ids[k], int).tolist()})
+    return out
 
 
 def encoder_identification(data, seed: int, chans: list[int], ceiling: dict) -> dict:
@@ -120,9 +125,7 @@ def encoder_identification(data, seed: int, chans: list[int], ceiling: dict) -> 
     r = across_image_r(generated.astype(np.float64), measured.astype(np.float64))[chans].mean(0)
     peak = int(r.argmax())
     return {"fit_s": time.perf_counter() - began, "n_candidates": len(measured),
-            "top1": float(ids["top1"].mean()), "top1_ci": _interval(ids["top1"]),
-            "top5": float(ids["top5"].mean()), "top5_ci": _interval(ids["top5"]),
-            "encoding_r_posterior_peak": float(r[peak]), "encoding_r_peak_s": float(data.times[peak]),
+            **_identification(ids), "encoding_r_posterior_peak": float(r[peak]), "encoding_r_peak_s": float(data.times[peak]),
             "encoding_r_over_ceiling_at_peak": float(r[peak] / max(ceiling["curve_ceiling_posterior"][peak], 1e-9)),
             "curve_encoding_r": r.tolist()}
 
@@ -147,8 +150,7 @@ def decoder_identification(data, seed: int, epochs: int) -> dict:
                                    dec.embed_files(data.test_images, cache_dir=data.cache_dir))
     return {"fit_s": time.perf_counter() - began, "features": type(dec.features).__name__,
             "best_epochs": dec.best_epochs, "n_candidates": len(ids["top1"]),
-            "top1": float(ids["top1"].mean()), "top1_ci": _interval(ids["top1"]),
-            "top5": float(ids["top5"].mean()), "top5_ci": _interval(ids["top5"])}
+            **_identification(ids)}
 
 
 def calibrate(root, subject: int = 1, seed: int = 0, decoder_epochs: int = 300, rows=("ceiling", "trials", "encoder", "decoder"),

@@ -65,6 +65,11 @@ def test_calibration_runs_on_a_synthetic_dataset(tmp_path):
     assert 8 <= r["trials"]["alpha_peak_hz"] <= 12 and 0.5 < r["trials"]["aperiodic_exponent"] < 3
     assert r["encoder"]["top1"] > 3 / 30  # ridge identifies above chance (1/30)
     assert r["decoder"]["n_candidates"] == 30 and 0 <= r["decoder"]["top1"] <= r["decoder"]["top5"] <= 1
+    for row in ("encoder", "decoder"):  # per-image hits kept for paired comparisons; intervals around the mean
+        hits = np.asarray(r[row]["top1_per_image"])
+        assert len(hits) == 30 and hits.mean() == pytest.approx(r[row]["top1"])
+        low, high = r[row]["top1_ci"]
+        assert low <= r[row]["top1"] <= high and high - low > 0
     assert (tmp_path / "cal.png").stat().st_size > 10_000
 
 
