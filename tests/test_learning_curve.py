@@ -112,5 +112,5 @@ def test_trial_realism_scores_dit_trials_beside_its_baselines(tmp_path):
     assert set(acc) == set(lc.TRIAL_ROWS) and all(0 <= a <= 1 for a in acc.values())
     assert acc["baseline: mean + spatial noise"] > 0.8 and acc["measured halves (reference)"] < 0.7, acc
     d = t["generated_minus_cross_spectral"]
-    assert d["ci"][0] < d["value"] < d["ci"][1] and t["n_trials_classified"] == 2 * 16 * 8
+    assert d["ci"][0] < d["value"] < d["ci"][1] and t["n_trials_classified"] == 2 * 16 * 8 and d["n_images"] == 16
     assert t["n_train_trials"] == 20 * 2 * 4 and t["steps"] >= 40

@@ -129,6 +129,7 @@ def test_psim_train_on_single_trials_scores_their_realism(synth_root, tmp_path):
     run = SimpleNamespace(path=tmp_path, label="dit_residual", subject="sub-01")
     lines, csv_rows = single_trial_section([run], tmp_path, "")
     assert "### Single trials" in lines and len(csv_rows) == 5
+    assert any("minus the cross-spectral baseline" in line and "paired" in line for line in lines)
     assert (tmp_path / f"single_trials_{tmp_path.name}.png").stat().st_size > 10_000
 
 
@@ -219,6 +220,28 @@ def test_the_spectral_transforms_work_in_chunks_with_the_same_result(monkeypatch
     np.testing.assert_allclose(colour7, colour, rtol=1e-5, atol=1e-6 * np.abs(colour).max())
     np.testing.assert_array_equal(noise.apply_spectral(white, x), whitened)
     assert noise.apply_spectral(white, x[0, 0]).shape == x.shape[2:]  # one trial: no leading axes
+
+
+def test_two_sample_accuracy_per_image_and_the_paired_difference():
+    """Per-image accuracies average to the accuracy (equal folds), and the paired difference of two rows
+    resolves a real gap (white-in-time noise is told apart, cross-spectral noise much less) and calls
+    two identical rows equal."""
+    measured = brain_like(6)
+    train = brain_like(7)
+    mean = measured.mean(axis=1)
+    spatial = st.spatial_components(train)
+    rows = {"white": st.gaussian_trials(mean, train, N_TR, separable=False),
+            "baseline: mean + cross-spectral noise": st.spectral_gaussian_trials(mean, train, N_TR)}
+    metrics = {}
+    for name, x in rows.items():
+        acc, per_image = st.two_sample_accuracy(x, measured, spatial, SFREQ, per_image=True)
+        assert per_image.shape == (N_IMG,) and acc == pytest.approx(per_image.mean(), abs=0.02)
+        assert acc == st.two_sample_accuracy(x, measured, spatial, SFREQ)
+        metrics[name] = {"two_sample_per_image": per_image.tolist()}
+    d = st.paired_difference(metrics, "white")
+    assert d["resolved"] and d["ci"][0] > 0 and d["n_images"] == N_IMG
+    same = st.paired_difference(metrics, "white", reference="white")
+    assert same["value"] == 0 and not same["resolved"]
 
 
 def test_a_bad_whiten_setting_is_refused():

@@ -31,7 +31,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.covariance import ledoit_wolf
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -102,10 +102,12 @@ BLOCKS = ("both", "waveform", "band_power")
 
 
 def two_sample_accuracy(generated: np.ndarray, measured: np.ndarray, spatial: np.ndarray, sfreq: float,
-                        folds: int = 5, seed: int = 0, blocks: str = "both") -> float:
+                        folds: int = 5, seed: int = 0, blocks: str = "both", per_image: bool = False):
     """Cross-validated accuracy of telling ``generated`` from ``measured`` trials (0.5: indistinguishable).
     Both are (n_images, n_trials, channels, times) for the same images; folds are grouped by image.
-    ``blocks``: the features the classifier sees (BLOCKS)."""
+    ``blocks``: the features the classifier sees (BLOCKS). ``per_image``: also each image's accuracy
+    over its generated and measured trials (n_images,), so that two rows scored against the same
+    measured trials can be compared paired over images (``paired_difference``)."""
     if blocks not in BLOCKS:
         raise ValueError(f"two_sample_accuracy: blocks must be one of {BLOCKS}, got {blocks!r}")
     n_img = measured.shape[0]
@@ -125,7 +127,12 @@ def two_sample_accuracy(generated: np.ndarray, measured: np.ndarray, spatial: np
         columns.set_params(**{"waveform" if blocks == "band_power" else "band_power": "drop"})
     clf = make_pipeline(columns, StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     cv = StratifiedGroupKFold(n_splits=min(folds, n_img), shuffle=True, random_state=seed)
-    return float(cross_val_score(clf, feats, labels, groups=groups, cv=cv).mean())
+    splits = list(cv.split(feats, labels, groups))
+    correct = cross_val_predict(clf, feats, labels, cv=splits) == labels
+    accuracy = float(np.mean([correct[test].mean() for _, test in splits]))  # = cross_val_score's mean
+    if not per_image:
+        return accuracy
+    return accuracy, np.bincount(groups, weights=correct, minlength=n_img) / np.bincount(groups, minlength=n_img)
 
 
 def gaussian_trials(mean: np.ndarray, train_trials: np.ndarray, n_trials: int, separable: bool,
@@ -175,11 +182,23 @@ def realism(generated: np.ndarray, measured: np.ndarray, spatial: np.ndarray, sf
     generated, measured = _check(generated, "generated trials"), _check(measured, "measured trials")
     if generated.shape[2:] != measured.shape[2:]:
         raise ValueError(f"generated trials have shape {generated.shape[2:]} per trial, measured {measured.shape[2:]}")
+    accuracy, per_image = two_sample_accuracy(generated, measured, spatial, sfreq, seed=seed, per_image=True)
     return {"log_spectral_distance_db": log_spectral_distance(generated, measured, sfreq),
             "covariance_distance": covariance_distance(generated, measured),
-            "two_sample_accuracy": two_sample_accuracy(generated, measured, spatial, sfreq, seed=seed),
+            "two_sample_accuracy": accuracy, "two_sample_per_image": per_image.tolist(),
             **{f"two_sample_{b}": two_sample_accuracy(generated, measured, spatial, sfreq, seed=seed, blocks=b)
                for b in BLOCKS[1:]}}
+
+
+def paired_difference(metrics: dict, row: str, reference: str = "baseline: mean + cross-spectral noise") -> dict:
+    """Two-sample accuracy of ``row`` minus ``reference`` (rows of ``evaluate_single_trials``, scored
+    against the same measured trials), with a 95 % bootstrap interval over test images, paired
+    (``eval.intervals.diff_interval``): below 0, ``row``'s trials are the harder to tell from measured."""
+    from .intervals import diff_interval
+
+    a, b = (np.asarray(metrics[k]["two_sample_per_image"]) for k in (row, reference))
+    value, low, high = diff_interval(a, b)
+    return {"value": value, "ci": [low, high], "n_images": len(a), "resolved": not low <= 0 <= high}
 
 
 def measured_reference(measured: np.ndarray, spatial: np.ndarray, sfreq: float, seed: int = 0) -> dict:

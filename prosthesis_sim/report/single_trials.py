@@ -12,7 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..eval.single_trials import paired_difference  # noqa: E402
 from .sections import md_table  # noqa: E402
+
+REFERENCE = "baseline: mean + cross-spectral noise"  # the whole second-order model: what a generator must beat
 
 COLUMNS = ("log_spectral_distance_db", "covariance_distance", "two_sample_accuracy", "two_sample_waveform",
            "two_sample_band_power")  # the last two: runs from before they existed show "-" 
@@ -74,6 +77,14 @@ def single_trial_section(runs, out: Path, tag: str) -> tuple[list[str], list[dic
                                                            for k in COLUMNS)])
     lines += ["", md_table(["encoder", "subject", "trials", "log-spectral distance (dB)", "covariance distance",
                             "two-sample accuracy", "waveforms only", "band power only"], table)]
+    for run in runs:  # the verdict: is the generator harder to tell from measured trials than the baseline?
+        result = json.loads((Path(run.path) / "single_trials.json").read_text())
+        if all("two_sample_per_image" in result["rows"].get(k, {}) for k in ("generated", REFERENCE)):
+            d = paired_difference(result["rows"], "generated")
+            lines += ["", f"{run.label} (subject {run.subject}): two-sample accuracy of generated minus the "
+                          f"cross-spectral baseline {d['value']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
+                          f"95 % bootstrap over {d['n_images']} test images, paired"
+                          + ("" if d["resolved"] else ": the interval holds 0, no ranking") + "."]
     for run in runs:
         npz = Path(run.path) / "single_trials.npz"
         if npz.is_file():
