@@ -289,7 +289,8 @@ def fit_row(name: str, data, settings: dict):
         n_fit = round(len(data.train_images) * (1 - frac))
         epochs = max(1, math.ceil(settings["dit_steps"] / math.ceil(n_fit / batch)))
         overrides = [f"seed={seed}", f"train.epochs={epochs}", f"train.batch_size={batch}", "train.checkpoint_dir=null",
-                     "encoder.device=cpu", f"encoder.validation_fraction={frac}", "encoder.residual_gain=auto"]
+                     f"encoder.device={settings.get('device', 'cpu')}", f"encoder.validation_fraction={frac}",
+                     "encoder.residual_gain=auto"]
         enc = psim.encoder("dit_residual", data, overrides, cache_dir=cache)
         return enc, {"epochs": epochs, "batch_size": batch, "steps": epochs * math.ceil(n_fit / batch),
                      "validation_fraction": frac, "residual_gain": enc.residual_gain,
@@ -320,7 +321,8 @@ def trial_realism(folder: Path, settings: dict) -> dict:
     epochs = max(1, math.ceil(settings["dit_steps"] / math.ceil(n_rows / batch)))
     with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
         cfg = compose("train", overrides=["encoder=dit_trials", "train.checkpoint_dir=null", f"train.epochs={epochs}",
-                                          f"train.batch_size={batch}", f"seed={seed}", "encoder.device=cpu",
+                                          f"train.batch_size={batch}", f"seed={seed}",
+                                          f"encoder.device={settings.get('device', 'cpu')}",
                                           f"encoder.validation_fraction={frac}"])
     began = time.perf_counter()
     enc, mean = instantiate(cfg.encoder), instantiate(cfg.single_trials.mean)
@@ -339,7 +341,7 @@ def trial_realism(folder: Path, settings: dict) -> dict:
 def learning_curve(concepts, rows, out, images_per_concept=8, n_test=200, train_reps=4, test_reps=4,
                    image_size=128, seed=0, test_set="fixed", dit_steps=1500, dit_validation_fraction=0.1,
                    krr_folds=3, krr_cv_max_images=3200, n_resamples=N_RESAMPLES, model_cache=None,
-                   dit_max_concepts=None, progress=False, log=print, structure=None) -> dict:
+                   dit_max_concepts=None, progress=False, log=print, structure=None, device="cpu") -> dict:
     """Synthesize (or reuse) one dataset per training size, fit ``rows`` and score them against the
     truth of the test images. Returns {"settings", "sizes": [...]} (see ``main`` for the table)."""
     import prosthesis_sim as psim
@@ -350,7 +352,7 @@ def learning_curve(concepts, rows, out, images_per_concept=8, n_test=200, train_
                     dit_validation_fraction=dit_validation_fraction, krr_folds=krr_folds,
                     krr_cv_max_images=krr_cv_max_images, n_resamples=n_resamples, progress=progress,
                     model_cache=None if model_cache is None else str(model_cache), dit_max_concepts=dit_max_concepts,
-                    structure=dict(structure or {}))
+                    structure=dict(structure or {}), device=device)
     sizes = []
     for n_concepts in concepts:
         folder, synth_s = make_dataset(Path(out), n_concepts, settings)
@@ -521,6 +523,8 @@ def main(argv=None) -> int:
     parser.add_argument("--structure", choices=("off", "things"), default="off",
                         help="the simulated brain's version-3 structure: off (version 2) or as preset=things sets it "
                         "(configs/preset/things.yaml: semantic, adaptation, state_gain, noise_gain)")
+    parser.add_argument("--device", default="cpu", help="the DiT rows' torch device (cuda on a GPU machine: "
+                        "bench/gpu_learning_curve.sh)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--figure", type=Path)
@@ -545,7 +549,8 @@ def main(argv=None) -> int:
                             args.test_reps, args.image_size, args.seed, args.test_set, args.dit_steps,
                             args.dit_validation_fraction, args.krr_folds, args.krr_cv_max_images, args.n_resamples,
                             args.model_cache, args.dit_max_concepts or None, args.progress,
-                            log=lambda m: print(m, flush=True), structure=STRUCTURES[args.structure])
+                            log=lambda m: print(m, flush=True), structure=STRUCTURES[args.structure],
+                            device=args.device)
     result["wall_s"] = time.perf_counter() - began
     print_table(result)
     print(f"\nwall time {result['wall_s']:.0f} s")
