@@ -25,6 +25,7 @@ lc = load_bench()
 N_TEST = 24
 
 
+@pytest.mark.slow  # 5 s: two sizes synthesized, three rows fitted and bootstrapped
 def test_learning_curve_tiny(tmp_path):
     out = tmp_path / "json"
     argv = ["--concepts", "12", "24", "--images-per-concept", "4", "--n-test", str(N_TEST), "--train-reps", "2",

@@ -252,7 +252,7 @@ V1_ARGS = dict(n_subjects=1, n_train_concepts=3, images_per_concept=2, n_test=3,
 EARLY_S = (0.05, 0.2)  # C1, P1 and N1 (docs/synthetic-data.md)
 
 
-@pytest.mark.parametrize("modality", ["eeg", "meg"])
+@pytest.mark.parametrize("modality", ["eeg", pytest.param("meg", marks=pytest.mark.slow)])  # MEG: 6 s
 def test_retinotopy_off_leaves_out_only_the_early_visual_sources(tmp_path, modality):
     """Without the retinotopic sources (version 1) the test data lose a signal of the early window and
     stay the same (EEG) or equal (MEG) after it; with them it is version 2."""
