@@ -190,7 +190,10 @@ def realism(generated: np.ndarray, measured: np.ndarray, spatial: np.ndarray, sf
                for b in BLOCKS[1:]}}
 
 
-def paired_difference(metrics: dict, row: str, reference: str = "baseline: mean + cross-spectral noise") -> dict:
+CROSS_SPECTRAL = "baseline: mean + cross-spectral noise"  # the whole second-order model: what a generator must beat
+
+
+def paired_difference(metrics: dict, row: str, reference: str = CROSS_SPECTRAL) -> dict:
     """Two-sample accuracy of ``row`` minus ``reference`` (rows of ``evaluate_single_trials``, scored
     against the same measured trials), with a 95 % bootstrap interval over test images, paired
     (``eval.intervals.diff_interval``): below 0, ``row``'s trials are the harder to tell from measured."""
@@ -245,8 +248,7 @@ def evaluate_single_trials(encoder, mean_encoder, data, images: list[np.ndarray]
                                                               resid=resid),
             "baseline: mean + space x time noise": gaussian_trials(mean, train, n_trials, separable=True, seed=seed,
                                                                    resid=resid),
-            "baseline: mean + cross-spectral noise": spectral_gaussian_trials(mean, train, n_trials, seed=seed,
-                                                                              resid=resid)}
+            CROSS_SPECTRAL: spectral_gaussian_trials(mean, train, n_trials, seed=seed, resid=resid)}
     metrics = {"measured halves (reference)": measured_reference(measured, spatial, sfreq, seed)}
     metrics.update({name: realism(x, measured, spatial, sfreq, seed) for name, x in rows.items()})
     channel = int(np.argmax(measured.mean(axis=(0, 1)).std(axis=-1)))  # the largest evoked response

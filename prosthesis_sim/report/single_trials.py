@@ -12,10 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..eval.single_trials import paired_difference  # noqa: E402
+from ..eval.single_trials import CROSS_SPECTRAL, paired_difference  # noqa: E402
 from .sections import md_table  # noqa: E402
-
-REFERENCE = "baseline: mean + cross-spectral noise"  # the whole second-order model: what a generator must beat
 
 COLUMNS = ("log_spectral_distance_db", "covariance_distance", "two_sample_accuracy", "two_sample_waveform",
            "two_sample_band_power")  # the last two: runs from before they existed show "-" 
@@ -79,7 +77,7 @@ def single_trial_section(runs, out: Path, tag: str) -> tuple[list[str], list[dic
                             "two-sample accuracy", "waveforms only", "band power only"], table)]
     for run in runs:  # the verdict: is the generator harder to tell from measured trials than the baseline?
         result = json.loads((Path(run.path) / "single_trials.json").read_text())
-        if all("two_sample_per_image" in result["rows"].get(k, {}) for k in ("generated", REFERENCE)):
+        if all("two_sample_per_image" in result["rows"].get(k, {}) for k in ("generated", CROSS_SPECTRAL)):
             d = paired_difference(result["rows"], "generated")
             lines += ["", f"{run.label} (subject {run.subject}): two-sample accuracy of generated minus the "
                           f"cross-spectral baseline {d['value']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
