@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prosthesis_sim.data.dataset import Normalizer  # noqa: E402
 from prosthesis_sim.eval.identify import chance, identify_sets  # noqa: E402
 from prosthesis_sim.eval.intervals import LEVEL, N_RESAMPLES, SEED  # noqa: E402
+from prosthesis_sim.eval.single_trials import CROSS_SPECTRAL  # noqa: E402
 
 def _preset_structure(name: str) -> dict:
     """The version-3 knobs as configs/preset/<name>.yaml sets them (one source of truth)."""
@@ -76,8 +77,7 @@ STRUCTURES = {"off": {}, "things": _preset_structure("things")}
 ROWS = ("mean_erp", "ridge", "kernel_ridge", "dit_residual", "dit_trials")
 METRICS = (("r2", "R^2 vs truth"), ("pearson", "across-image r"), ("top1", "top-1"))
 NOT_RUN: dict[str, str] = {}  # rows listed but not fitted (none now)
-TRIAL_ROWS = ("generated", "baseline: mean + cross-spectral noise", "baseline: mean + spatial noise",
-              "measured halves (reference)")
+TRIAL_ROWS = ("generated", CROSS_SPECTRAL, "baseline: mean + spatial noise", "measured halves (reference)")
 KRR_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 KRR_GAMMA_FACTORS = (1 / 16, 1 / 4, 1.0, 4.0)  # x 1 / median squared distance between training images
 
@@ -307,7 +307,6 @@ def trial_realism(folder: Path, settings: dict) -> dict:
     bootstrap interval over test images, paired: both rows are told from the same measured trials
     (``eval.single_trials.paired_difference``)."""
     import torch
-    from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
     import prosthesis_sim as psim
@@ -319,11 +318,9 @@ def trial_realism(folder: Path, settings: dict) -> dict:
     data = psim.load_dataset(folder, average_train=False)
     n_rows = int(data.train.shape[0] * data.train.shape[1] * (1 - frac))
     epochs = max(1, math.ceil(settings["dit_steps"] / math.ceil(n_rows / batch)))
-    with initialize_config_module("prosthesis_sim.configs", version_base="1.3"):
-        cfg = compose("train", overrides=["encoder=dit_trials", "train.checkpoint_dir=null", f"train.epochs={epochs}",
-                                          f"train.batch_size={batch}", f"seed={seed}",
-                                          f"encoder.device={settings.get('device', 'cpu')}",
-                                          f"encoder.validation_fraction={frac}"])
+    cfg = psim.config("train", ["encoder=dit_trials", "train.checkpoint_dir=null", f"train.epochs={epochs}",
+                                f"train.batch_size={batch}", f"seed={seed}", f"encoder.device={settings.get('device', 'cpu')}",
+                                f"encoder.validation_fraction={frac}"])
     began = time.perf_counter()
     enc, mean = instantiate(cfg.encoder), instantiate(cfg.single_trials.mean)
     enc.fit(data)
@@ -378,7 +375,7 @@ def learning_curve(concepts, rows, out, images_per_concept=8, n_test=200, train_
                 size["trials"] = trial_realism(folder, settings)
                 t = size["trials"]
                 log(f"  dit_trials: fit {t['fit_s']:.0f} s, two-sample accuracy {t['accuracy']['generated']:.3f} vs "
-                    f"cross-spectral {t['accuracy']['baseline: mean + cross-spectral noise']:.3f}")
+                    f"cross-spectral {t['accuracy'][CROSS_SPECTRAL]:.3f}")
                 continue
             if name == "dit_residual" and dit_max_concepts is not None and n_concepts > dit_max_concepts:
                 size["not_run"][name] = (f"DiT training skipped above --dit-max-concepts {dit_max_concepts} "

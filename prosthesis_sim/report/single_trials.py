@@ -66,8 +66,8 @@ def single_trial_section(runs, out: Path, tag: str) -> tuple[list[str], list[dic
              "to a regression's mean: spatial covariance (white in time), spatial x temporal (Kronecker), or the "
              "cross-spectra (every channel pair at every frequency). Definitions: `prosthesis_sim/eval/single_trials.py`."]
     rows, table = [], []
-    for run in runs:
-        result = json.loads((Path(run.path) / "single_trials.json").read_text())
+    results = [json.loads((Path(run.path) / "single_trials.json").read_text()) for run in runs]
+    for run, result in zip(runs, results):
         for name, metrics in result["rows"].items():
             rows.append({"encoder": run.label, "subject": run.subject, "row": name, "run": str(run.path),
                          **{k: metrics.get(k) for k in COLUMNS}})
@@ -75,8 +75,7 @@ def single_trial_section(runs, out: Path, tag: str) -> tuple[list[str], list[dic
                                                            for k in COLUMNS)])
     lines += ["", md_table(["encoder", "subject", "trials", "log-spectral distance (dB)", "covariance distance",
                             "two-sample accuracy", "waveforms only", "band power only"], table)]
-    for run in runs:  # the verdict: is the generator harder to tell from measured trials than the baseline?
-        result = json.loads((Path(run.path) / "single_trials.json").read_text())
+    for run, result in zip(runs, results):  # the verdict: is the generator harder to tell from measured trials?
         if all("two_sample_per_image" in result["rows"].get(k, {}) for k in ("generated", CROSS_SPECTRAL)):
             d = paired_difference(result["rows"], "generated")
             lines += ["", f"{run.label} (subject {run.subject}): two-sample accuracy of generated minus the "
