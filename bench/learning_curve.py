@@ -503,7 +503,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images-per-concept", type=int, default=8)
     parser.add_argument("--n-test", type=int, default=200)
     parser.add_argument("--train-reps", type=int, default=4)
-    parser.add_argument("--test-reps", type=int, default=4, help="test trials (only their z-scoring is used)")
+    parser.add_argument("--test-reps", type=int, default=4, help="test trials per image: the expected-response rows use only their z-scoring; dit_trials' "
+                        "two-sample test classifies them (more: more power)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--test-set", choices=("fixed", "native"), default="fixed")
     parser.add_argument("--seed", type=int, default=0)
