@@ -115,3 +115,24 @@ def test_trial_realism_scores_dit_trials_beside_its_baselines(tmp_path):
     d = t["generated_minus_cross_spectral"]
     assert d["ci"][0] < d["value"] < d["ci"][1] and t["n_trials_classified"] == 2 * 16 * 8 and d["n_images"] == 16
     assert t["n_train_trials"] == 20 * 2 * 4 and t["steps"] >= 40
+
+
+@pytest.mark.slow
+def test_residual_headroom_scores_on_the_dit_residuals_held_out_concepts(tmp_path):
+    """bench/residual_headroom.py: kernel ridge and the residual DiT are scored against one observed
+    residual, the DiT's own held-out concepts (same images, same MSE without the gain); the noise share
+    is a share and sets the bound on r."""
+    spec = importlib.util.spec_from_file_location("bench_residual_headroom", ROOT / "bench" / "residual_headroom.py")
+    rh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rh)
+    settings = dict(images_per_concept=4, n_test=8, train_reps=3, test_reps=2, image_size=32, seed=0,
+                    test_set="fixed")
+    folder, _ = lc.make_dataset(tmp_path, 30, settings)
+    result = rh.headroom(folder, dit_steps=[4], log=lambda *_: None)
+    krr, dit = result["rows"]["kernel_ridge"], result["rows"]["dit_residual_4"]
+    assert result["held_out_images"] == dit["held_out_images"] == 4 * result["held_out_concepts"] > 0
+    assert np.isclose(krr["mse_regression"], dit["mse_regression"], rtol=1e-9)
+    assert np.isclose(krr["mse_regression"], result["residual_mse"], rtol=1e-6)
+    assert 0 < result["noise_share"] < 1 and result["n_reps"] == 3
+    assert np.isclose(result["max_r_noise_free"], np.sqrt(1 - result["noise_share"]))
+    assert -1 <= krr["r"] <= 1 and 0 <= krr["gain"] <= 1 and krr["mse_with_gain"] <= krr["mse_regression"] + 1e-12
