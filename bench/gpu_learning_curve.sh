@@ -2,7 +2,7 @@
 # Issue 22's GPU question in one run, for a lent GPU machine (the `device` tool): does a residual DiT
 # trained longer than a CPU allows earn a validated residual gain at 1,654 training concepts, where
 # kernel ridge beats ridge (docs/synthetic-data.md, "Version 3, calibrated")? On the CPU it earns none
-# at 4,114 or 12,155 steps (bench/residual_headroom.py), so the GPU run goes to 24,000.
+# at 4,092 or 12,090 steps (bench/residual_headroom.py), so the GPU run goes to 24,000.
 #
 # Prepare as for bench/gpu_check.sh (`make gpu-wheels`; carry [".whl"]), then
 #   bash bench/gpu_learning_curve.sh

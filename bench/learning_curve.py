@@ -258,6 +258,19 @@ def score_rows(preds: dict[str, np.ndarray], truth: np.ndarray, reference: str =
 
 # ------------------------------------------------------------------------------------------- rows
 
+def bracket(ci) -> str:
+    """'[low, high]' of an interval, '' where a result has none (runs before intervals were recorded)."""
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+
+
+def _fit_images(data, fraction: float, seed: int) -> int:
+    """How many training images a DiT fits: those outside its gain-validation concepts (the encoder's
+    own split), which sets its optimiser steps per epoch."""
+    from prosthesis_sim.encoders.residual import validation_split
+
+    return len(validation_split(data.train_concepts, len(data.train_images), fraction, seed)[0])
+
+
 def fit_row(name: str, data, settings: dict):
     """(fitted encoder, info dict) of one row, on ``data``."""
     if settings.get("model_cache") is None:  # a fresh cache folder per fit, so fit times are fit times
@@ -286,7 +299,7 @@ def fit_row(name: str, data, settings: dict):
 
         torch.set_num_threads(settings.get("torch_threads", 1))
         frac, batch = settings["dit_validation_fraction"], 64
-        n_fit = round(len(data.train_images) * (1 - frac))
+        n_fit = _fit_images(data, frac, seed)
         epochs = max(1, math.ceil(settings["dit_steps"] / math.ceil(n_fit / batch)))
         overrides = [f"seed={seed}", f"train.epochs={epochs}", f"train.batch_size={batch}", "train.checkpoint_dir=null",
                      f"encoder.device={settings.get('device', 'cpu')}", f"encoder.validation_fraction={frac}",
@@ -316,7 +329,7 @@ def trial_realism(folder: Path, settings: dict) -> dict:
     torch.set_num_threads(settings.get("torch_threads", 1))
     seed, batch, frac = settings["seed"], 64, settings["dit_validation_fraction"]
     data = psim.load_dataset(folder, average_train=False)
-    n_rows = int(data.train.shape[0] * data.train.shape[1] * (1 - frac))
+    n_rows = _fit_images(data, frac, seed) * data.train.shape[1]  # the training trials the DiT fits
     epochs = max(1, math.ceil(settings["dit_steps"] / math.ceil(n_rows / batch)))
     cfg = psim.config("train", ["encoder=dit_trials", "train.checkpoint_dir=null", f"train.epochs={epochs}",
                                 f"train.batch_size={batch}", f"seed={seed}", f"encoder.device={settings.get('device', 'cpu')}",
@@ -456,7 +469,8 @@ def print_table(result: dict) -> None:
             g = dit["gain_validation"]
             print(f"dit_residual at {size['n_train_concepts']}: {dit['steps']} steps ({dit['epochs']} epochs), gain "
                   f"{dit['residual_gain']:.3f} validated on {g.get('held_out_images')} held-out images "
-                  f"({dit['validation_fraction']:.0%} of the concepts): r {g.get('r', float('nan')):.3f}, MSE "
+                  f"({dit['validation_fraction']:.0%} of the concepts): r {g.get('r', float('nan')):.3f} "
+                  f"{bracket(g.get('r_ci'))}, MSE "
                   f"{g.get('mse_regression', float('nan')):.4f} -> {g.get('mse_with_gain', float('nan')):.4f}")
 
 

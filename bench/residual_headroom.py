@@ -13,7 +13,8 @@ average of each held-out image minus ridge's exact leave-one-out prediction. On 
   every noise-free part of the residual would reach r = sqrt(1 - noise share) with it.
 - kernel ridge (``bench/learning_curve.KernelRidgeEncoder``, fitted on the other 90 % of the
   concepts): its prediction minus ridge's, scored as the DiT's residual is (``residual_gain``: the
-  least-squares gain in [0, 1], the correlation r, the MSE without and with the gain).
+  least-squares gain in [0, 1], the correlation r with its 95 % interval over the held-out images, the
+  MSE without and with the gain).
 - ``dit_residual`` at each ``--dit-steps`` (batch 64, on the CPU unless ``--device``): the
   ``gain_validation`` it reports.
 """
@@ -41,18 +42,21 @@ def headroom(folder: Path, dit_steps=(), seed: int = 0, fraction: float = 0.1, d
     from prosthesis_sim.data.dataset import load_image
     from prosthesis_sim.encoders.residual import residual_gain, validation_split
 
-    data = psim.load_dataset(folder)  # the training averages, as bench/learning_curve.py fits them
+    trials = psim.load_dataset(folder, average_train=False)  # read once: the noise needs the single trials
+    # the training averages, as bench/learning_curve.py fits every row but dit_trials (the loader's averaging)
+    data = dataclasses.replace(trials, train=trials.train.mean(axis=1, keepdims=True))
     n_img = data.train.shape[0]
     fit, held = validation_split(data.train_concepts, n_img, fraction, seed)
     norm = data.normalizer
+    held_trials = norm(trials.train[held])  # in the averages' z units
+    n_rep = held_trials.shape[1]
+    noise = float(held_trials.var(axis=1, ddof=1).mean() / n_rep)
+    del trials, held_trials
     began = time.perf_counter()
     ridge = instantiate(psim.config("train", ["encoder=ridge", f"seed={seed}"]).encoder)
     ridge.fit(data)
     loo = ridge.held_out_predictions()[held]
     observed = norm(data.train_average()[held]) - loo
-    trials = norm(psim.load_dataset(folder, average_train=False).train[held])  # in the averages' z units
-    n_rep = trials.shape[1]
-    noise = float(trials.var(axis=1, ddof=1).mean() / n_rep)
     share = noise / float(np.mean(observed ** 2))
     log(f"{folder.name}: {n_img} training images, {len(held)} held out; ridge alpha {ridge.alpha:g} "
         f"({time.perf_counter() - began:.0f} s); noise share of the observed residual {share:.3f}")
@@ -60,7 +64,6 @@ def headroom(folder: Path, dit_steps=(), seed: int = 0, fraction: float = 0.1, d
               "held_out_concepts": int(len(set(np.asarray(data.train_concepts)[held]))), "ridge_alpha": ridge.alpha,
               "residual_mse": float(np.mean(observed ** 2)), "noise_mse": noise, "noise_share": share,
               "max_r_noise_free": float(np.sqrt(max(0.0, 1 - share))), "rows": {}}
-    del trials
 
     began = time.perf_counter()
     sub = dataclasses.replace(data, train=data.train[fit], train_images=[data.train_images[i] for i in fit],
@@ -95,14 +98,18 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     result = headroom(args.folder, args.dit_steps, args.seed, args.validation_fraction, args.device)
-    print("| row | r with the observed residual | gain | held-out MSE: ridge -> with gain |\n|---|---|---|---|")
-    print(f"| (noise-free residual, the bound) | {result['max_r_noise_free']:.3f} | | |")
-    for name, row in result["rows"].items():
-        print(f"| {name} | {row['r']:.3f} | {row['gain']:.3f} | {row['mse_regression']:.4f} -> {row['mse_with_gain']:.4f} |")
     if args.json:
         from prosthesis_sim.checkpoint import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=1, default=float))
+    from learning_curve import bracket
+
+    print("| row | r with the observed residual [95 % interval, held-out images resampled] | gain | "
+          "held-out MSE: ridge -> with gain |\n|---|---|---|---|")
+    print(f"| (noise-free residual, the bound) | {result['max_r_noise_free']:.3f} | | |")
+    for name, row in result["rows"].items():
+        print(f"| {name} | {row['r']:+.3f} {bracket(row.get('r_ci'))} | {row['gain']:.3f} | "
+              f"{row['mse_regression']:.4f} -> {row['mse_with_gain']:.4f} |")
     return 0
 
 

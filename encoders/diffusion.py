@@ -364,8 +364,9 @@ class DiffusionEncoder:
             self._samples(feats[held], self.seed, None, VALIDATION_SAMPLES, steps=1).mean(axis=1))
         self.gain_validation = {"held_out_images": int(len(held)), **residual_gain(predicted, observed)}
         self.residual_gain = self.gain_validation["gain"]
-        log.info("residual gain %.3f (held-out images %d: r %.3f, MSE %.4f -> %.4f)", self.residual_gain, len(held),
-                 self.gain_validation["r"], self.gain_validation["mse_regression"], self.gain_validation["mse_with_gain"])
+        v = self.gain_validation
+        log.info("residual gain %.3f (held-out images %d: r %.3f [%.3f, %.3f], MSE %.4f -> %.4f)", self.residual_gain,
+                 len(held), v["r"], *v["r_ci"], v["mse_regression"], v["mse_with_gain"])
 
     def _fingerprint(self, data) -> str:
         """What a resumed run must share with the run it continues: settings, shapes and data."""

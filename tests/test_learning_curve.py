@@ -128,7 +128,8 @@ def test_residual_headroom_scores_on_the_dit_residuals_held_out_concepts(tmp_pat
     settings = dict(images_per_concept=4, n_test=8, train_reps=3, test_reps=2, image_size=32, seed=0,
                     test_set="fixed")
     folder, _ = lc.make_dataset(tmp_path, 30, settings)
-    result = rh.headroom(folder, dit_steps=[4], log=lambda *_: None)
+    assert rh.main([str(folder), "--dit-steps", "4", "--json", str(tmp_path / "h.json")]) == 0
+    result = json.loads((tmp_path / "h.json").read_text())
     krr, dit = result["rows"]["kernel_ridge"], result["rows"]["dit_residual_4"]
     assert result["held_out_images"] == dit["held_out_images"] == 4 * result["held_out_concepts"] > 0
     assert np.isclose(krr["mse_regression"], dit["mse_regression"], rtol=1e-9)
@@ -136,3 +137,5 @@ def test_residual_headroom_scores_on_the_dit_residuals_held_out_concepts(tmp_pat
     assert 0 < result["noise_share"] < 1 and result["n_reps"] == 3
     assert np.isclose(result["max_r_noise_free"], np.sqrt(1 - result["noise_share"]))
     assert -1 <= krr["r"] <= 1 and 0 <= krr["gain"] <= 1 and krr["mse_with_gain"] <= krr["mse_regression"] + 1e-12
+    for row in (krr, dit):  # each r with its interval over the held-out images
+        assert row["r_ci"][0] <= row["r"] <= row["r_ci"][1]

@@ -51,6 +51,14 @@ def _normalised_diff(a, b, f, c, axis=-1):
     return (np.mean(a, axis=axis) - np.mean(b, axis=axis)) / (np.mean(c, axis=axis) - np.mean(f, axis=axis))
 
 
+def _pooled_r(a, b, aa, bb, ab, axis=-1):
+    # per-image means of a, b, a^2, b^2, ab over equally many values: their means over images are the
+    # pooled moments, so the resampled statistic is the Pearson r of the resampled images' values
+    ma, mb = np.mean(a, axis=axis), np.mean(b, axis=axis)
+    cov = np.mean(ab, axis=axis) - ma * mb
+    return cov / np.sqrt((np.mean(aa, axis=axis) - ma ** 2) * (np.mean(bb, axis=axis) - mb ** 2))
+
+
 def mean_interval(x, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> tuple[float, float, float]:
     """(mean, low, high) of per-image values."""
     return _interval(_mean, [x], n_resamples, seed)
@@ -72,6 +80,17 @@ def normalised_diff_interval(a, b, floor, ceiling, n_resamples: int = N_RESAMPLE
                              seed: int = SEED) -> tuple[float, float, float]:
     """The difference of two rows' normalised scores (same floor and ceiling), with its paired interval."""
     return _interval(_normalised_diff, [a, b, floor, ceiling], n_resamples, seed)
+
+
+def correlation_interval(a, b, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> tuple[float, float, float]:
+    """(r, low, high): the Pearson r of all values of ``a`` and ``b`` (n_images, ...), pooled over
+    images and the rest, as ``np.corrcoef`` of the flattened arrays gives it, with images resampled."""
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    if a.shape != b.shape:
+        raise ValueError(f"correlation_interval needs arrays of one shape, got {a.shape} and {b.shape}")
+    moments = [a.mean(1), b.mean(1), (a * a).mean(1), (b * b).mean(1), (a * b).mean(1)]
+    return _interval(_pooled_r, moments, n_resamples, seed)
 
 
 def excludes_zero(low: float, high: float) -> bool:
